@@ -1,0 +1,59 @@
+// Socket helpers. Failures that end the program carry the address and errno
+// text (SystemError); failures of one connection are returned, not thrown.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "counters.hpp"
+#include "fd.hpp"
+#include "tracer.hpp"
+
+namespace muxlab {
+
+class SystemError : public std::runtime_error {
+ public:
+  SystemError(const std::string& what, int error_number);
+  int error_number() const { return error_number_; }
+
+ private:
+  int error_number_;
+};
+
+// A bound, listening, non-blocking, close-on-exec TCP socket.
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
+
+// "HOST:PORT" of a bound socket (IPv6 as "[ADDR]:PORT").
+std::string local_address(int fd);
+
+void set_nonblocking(int fd, bool on = true);
+
+// Accepts connections without letting descriptor exhaustion spin the loop.
+//
+// When accept() fails with EMFILE/ENFILE the pending connection stays in the
+// backlog, so a level-triggered listener is reported ready again at once and
+// the loop burns a core. Keeping one spare descriptor lets us accept that
+// connection and close it politely, which removes it from the backlog.
+class Acceptor {
+ public:
+  Acceptor(Counters& counters, const Tracer& tracer);
+
+  enum class Status { kAccepted, kWouldBlock, kDropped, kFailed };
+  struct Result {
+    Status status;
+    Fd fd;
+  };
+
+  // One accept4(). kDropped: the connection was closed for lack of descriptors;
+  // kFailed: a transient error on that one connection (e.g. ECONNABORTED).
+  // Both mean "try again"; only kWouldBlock means the backlog is empty.
+  Result accept_one(int listen_fd, bool nonblocking = true);
+
+ private:
+  Fd spare_;
+  Counters& counters_;
+  const Tracer& tracer_;
+};
+
+}  // namespace muxlab

@@ -1,0 +1,73 @@
+#include "options.hpp"
+
+#include <arpa/inet.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+namespace muxlab {
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+std::string check_numeric_host(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1 || inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return {};
+  }
+  return "not a numeric IPv4 or IPv6 address: " + host;
+}
+
+}  // namespace
+
+ServerOptions parse_server_options(int argc, char** argv, const ServerSpec& spec) {
+  ServerOptions options;
+  CLI::App app{spec.summary, spec.name};
+
+  app.add_option("--host", options.host, "Address to listen on (numeric IPv4 or IPv6)")
+      ->check(check_numeric_host)
+      ->capture_default_str();
+  app.add_option("--port", options.port, "TCP port; 0 picks a free one")->capture_default_str();
+  app.add_flag("--trace", options.trace, "One stderr line per wakeup and per event");
+  app.add_option("--stats-json", options.stats_json, "Write counters to FILE at exit");
+  app.add_option("--work-us", options.work_us, "Burn N microseconds of CPU per read chunk")
+      ->check(CLI::Range(0u, 10'000'000u))
+      ->capture_default_str();
+  app.add_option("--block-us", options.block_us, "Sleep N microseconds per read chunk")
+      ->check(CLI::Range(0u, 10'000'000u))
+      ->capture_default_str();
+  app.add_option("--buffer-cap", options.buffer_cap,
+                 "Most bytes one connection may hold before the server stops reading it")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 30))
+      ->capture_default_str();
+
+  std::vector<std::string> names;
+  std::string pitfall_help = "Switch on one deliberate mistake:";
+  for (const auto& p : spec.pitfalls) {
+    names.push_back(p.name);
+    pitfall_help += "\n  " + p.name + ": " + p.description;
+  }
+  if (!spec.pitfalls.empty()) {
+    app.add_option("--pitfall", options.pitfall, pitfall_help)->check(CLI::IsMember(names));
+  }
+  if (spec.add_options) spec.add_options(app);
+
+  try {
+    app.parse(argc, argv);
+    if (spec.validate) {
+      if (std::string problem = spec.validate(); !problem.empty())
+        throw CLI::ValidationError(problem);
+    }
+  } catch (const CLI::Success& e) {
+    std::exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: %s\nRun with --help for usage.\n", spec.name.c_str(), e.what());
+    std::exit(kExitUsage);
+  }
+  return options;
+}
+
+}  // namespace muxlab
