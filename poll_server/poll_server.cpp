@@ -98,7 +98,8 @@ class PollServer {
     ctx_.tracer.line("accept: new connection fd %d", fd.get());
     auto echo = std::make_unique<EchoConnection>(std::move(fd), ctx_.options, ctx_.counters);
     const int number = echo->fd();
-    add_slot(number, interest(*echo), std::move(echo));
+    const short events = interest(*echo);
+    add_slot(number, events, std::move(echo));
   }
 
   void serve(std::size_t slot, short revents) {

@@ -1,0 +1,51 @@
+// The conformance suite: one fixture, parameterised over the servers under test.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client.hpp"
+#include "process.hpp"
+
+namespace muxlab::test {
+
+class ServerTest : public ::testing::TestWithParam<ServerUnderTest> {
+ protected:
+  static void SetUpTestSuite() { raise_fd_limit(); }
+
+  ServerProcess& start(std::vector<std::string> args = {},
+                       std::optional<rlim_t> max_open_files = std::nullopt) {
+    server_ = std::make_unique<ServerProcess>(
+        ServerProcess::Launch{GetParam().path, std::move(args), max_open_files});
+    return *server_;
+  }
+  ServerProcess& server() { return *server_; }
+
+  // The server survived the test and still echoes on a fresh connection.
+  void expect_still_serving() {
+    ASSERT_TRUE(server_->running()) << server_->stderr_text();
+    Fd probe = connect_to(server_->port());
+    EXPECT_EQ(round_trip(probe.get(), "still there?"), "still there?");
+  }
+
+ private:
+  std::unique_ptr<ServerProcess> server_;
+};
+
+inline void PrintTo(const ServerUnderTest& server, std::ostream* out) {
+  *out << server.path;
+}
+
+inline std::string server_name(const ::testing::TestParamInfo<ServerUnderTest>& info) {
+  return info.param.name;
+}
+
+}  // namespace muxlab::test
+
+#define MUXLAB_INSTANTIATE(prefix, suite)                                             \
+  INSTANTIATE_TEST_SUITE_P(prefix, suite,                                             \
+                           ::testing::ValuesIn(::muxlab::test::servers_under_test()), \
+                           ::muxlab::test::server_name)
