@@ -81,7 +81,9 @@ class PollServer {
       if (revents == 0) continue;
       --ready;
       slots_[slot].revents = 0;
-      ctx_.tracer.line("  fd %d: %s", slots_[slot].fd, poll_flags_text(revents).c_str());
+      if (ctx_.tracer.enabled()) {
+        ctx_.tracer.line("  fd %d: %s", slots_[slot].fd, poll_flags_text(revents).c_str());
+      }
       if (slot == kListenerSlot) {
         accept_clients();
       } else {

@@ -1,4 +1,5 @@
 // Every byte comes back, in order, whatever the sizes and the timing.
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "fixture.hpp"
@@ -72,6 +73,30 @@ TEST_P(EchoTest, HalfCloseStillEchoesEverythingThenCloses) {
   EXPECT_EQ(result.received.size(), payload.size());
   EXPECT_TRUE(result.received == payload);
   EXPECT_EQ(result.ending, Ending::kEof);
+}
+
+TEST_P(EchoTest, HalfCloseWhileTheEchoIsStillQueued) {
+  start({"--buffer-cap", std::to_string(64 << 20)});
+  // The client reads nothing until its FIN is out and its receive buffer is
+  // tiny; the cap is raised so the server keeps reading. When its read()
+  // returns 0 it holds at least 16 MiB minus its socket send buffer (4 MiB at
+  // most by default) of unsent echo. Closing at that moment would lose it.
+  Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int tiny = 4096;
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &tiny, sizeof tiny);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(server().port());
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  set_nonblocking(client.get());
+  const std::string payload = pattern(16 << 20, 13);
+  ASSERT_TRUE(send_all(client.get(), payload, Clock::now() + 20s));
+  ::shutdown(client.get(), SHUT_WR);
+  std::string echoed;
+  EXPECT_EQ(wait_for_end(client.get(), Clock::now() + 20s, &echoed), Ending::kEof);
+  EXPECT_EQ(echoed.size(), payload.size());
+  EXPECT_TRUE(echoed == payload);
 }
 
 TEST_P(EchoTest, FinWithoutDataIsClosedCleanly) {

@@ -53,6 +53,24 @@ TEST_P(FaultTest, ResetWhileServerHasQueuedWrites) {
   ::unlink(stats.c_str());
 }
 
+TEST_P(FaultTest, ResetsWithMegabytesQueuedNeverKillTheServer) {
+  // A cap far above what the clients send: the server keeps reading and holds
+  // megabytes of echo in user space and in its socket buffers when each reset
+  // arrives. Whatever call meets the dead socket first (read or write,
+  // ECONNRESET or EPIPE) must end only that connection.
+  start({"--buffer-cap", std::to_string(64 << 20)});
+  for (int i = 0; i < 5; ++i) {
+    Fd client = connect_to(server().port());
+    stuff_until_blocked(client.get(), 8 << 20, 100ms);
+    linger hard{1, 0};
+    ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+  }
+  expect_still_serving();
+  const ExitStatus status = server().stop(SIGTERM);
+  EXPECT_EQ(status.signal, 0) << "killed by signal " << status.signal;
+  EXPECT_EQ(status.code, 0);
+}
+
 TEST_P(FaultTest, ClientThatNeverReadsIsBoundedAndStarvesNobody) {
   const std::string stats = temp_path("stats");
   const std::size_t cap = 256 * 1024;

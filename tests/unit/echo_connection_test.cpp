@@ -2,11 +2,15 @@
 #include "echo_connection.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
+
+#include <csignal>
 
 #include <string>
 
 #include "net.hpp"
+#include "shutdown_signal.hpp"
 
 namespace muxlab {
 namespace {
@@ -88,6 +92,18 @@ TEST(EchoConnection, PeerGoneFailsTheWriteInsteadOfRaisingSigpipe) {
   EXPECT_EQ(echo.flush(), EchoConnection::Io::kFailed);
   EXPECT_TRUE(echo.finished());
   EXPECT_EQ(counters.resets.get(), 1u);
+}
+
+TEST(ShutdownSignal, IgnoresSigpipeAndTurnsSigtermIntoAReadableFd) {
+  ShutdownSignal shutdown;
+  struct sigaction current {};
+  ::sigaction(SIGPIPE, nullptr, &current);
+  EXPECT_EQ(current.sa_handler, SIG_IGN);
+  EXPECT_FALSE(shutdown.requested());
+  ::raise(SIGTERM);
+  EXPECT_TRUE(shutdown.requested());
+  pollfd p{shutdown.fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 1000), 1);
 }
 
 TEST(EchoConnection, CountsOpenConnections) {
