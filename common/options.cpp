@@ -44,6 +44,13 @@ ServerOptions parse_server_options(int argc, char** argv, const ServerSpec& spec
       ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 30))
       ->capture_default_str();
 
+  if (spec.offers_max_connections) {
+    app.add_option("--max-connections", options.max_connections,
+                   "Hold at most N clients; a newcomer beyond that closes the oldest (0: no limit)")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 24))
+        ->capture_default_str();
+  }
+
   std::vector<std::string> names;
   std::string pitfall_help = "Switch on one deliberate mistake:";
   for (const auto& p : spec.pitfalls) {

@@ -26,6 +26,8 @@ struct ServerOptions {
   std::uint32_t work_us = 0;
   std::uint32_t block_us = 0;
   std::size_t buffer_cap = 256 * 1024;
+  // 0: no limit. Read only by servers whose spec offers --max-connections.
+  std::size_t max_connections = 0;
   std::string pitfall;  // empty: the correct code paths
 
   bool pitfall_is(const std::string& name) const { return pitfall == name; }
@@ -39,6 +41,9 @@ struct ServerSpec {
   std::function<void(CLI::App&)> add_options;
   // Checks values that depend on each other; returns an error message or "".
   std::function<std::string()> validate;
+  // Offers --max-connections N: beyond N clients, the oldest is closed to admit
+  // a newcomer. Only servers that implement the eviction set this.
+  bool offers_max_connections = false;
 };
 
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints
