@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""Keeps the labs and docs true: every command, flag, pitfall, lab number, test name
+and relative link they mention must exist, and the commands marked as checked must
+behave as the text says. Run by ctest (label `lab`) as labs_docs_are_true.
+
+What is checked, in every Markdown file under labs/ and docs/:
+  * relative links [text](path) point to an existing file or folder;
+  * in command blocks (```sh, ```bash, ```console, ```shell), every command that
+    names one of our executables exists, and each --flag it uses appears in that
+    executable's --help; `--pitfall NAME` names a pitfall the executable lists;
+    `labs/check NN` names an existing lab;
+  * in inline code, `--pitfall NAME` is some server's pitfall and `Suite.Name`
+    names a GoogleTest test that exists in the sources; in the files this course
+    owns, an inline `--flag` is a flag of one of our executables.
+
+Which blocks are run (the info string after the language is not shown by Markdown
+renderers, so readers do not see the marks):
+  ```sh            run; must exit 0
+  ```sh fails      run; must exit non-zero (a "break it" step that shows a failure)
+  ```sh server     start in the background; must print "listening on"; stopped with
+                   SIGTERM when the next `sh server` block starts or the file ends
+  anything else    not run (```bash is for commands a reader runs but the test does
+                   not: long builds, servers without a following client, labs/check)
+Commands run from a scratch folder that mirrors the repository, where build/release
+is the build directory under test; each fixed --port N is replaced by a free port.
+"""
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMMAND_LANGS = {"sh", "bash", "console", "shell"}
+# Flags of tools that are not ours (cmake, ctest, GoogleTest) may appear inline.
+FOREIGN_FLAGS = {"--preset", "--workflow", "--build", "--target", "--output-on-failure",
+                 "--test-dir", "--list-presets", "--parallel", "--help"}
+OWNED = ("labs/", "docs/pitfalls.md", "docs/comparison.md", "docs/README.md",
+         "docs/instructor/")
+
+errors = []
+
+
+def fail(where, message):
+    errors.append(f"{where}: {message}")
+
+
+def markdown_files(source):
+    for top in ("labs", "docs"):
+        base = source / top
+        if base.is_dir():
+            yield from sorted(p for p in base.rglob("*.md") if "build" not in p.parts)
+
+
+def fenced_blocks(text):
+    """Yields (line number, language, marks, [lines]) for every fenced block."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^(\s*)(```+)\s*([^`]*)$", lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, info = m.group(2), m.group(3).split()
+        start = i + 1
+        body = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        i += 1
+        yield start, (info[0] if info else ""), info[1:], body
+
+
+def outside_fences(text):
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+            out.append("")
+            continue
+        out.append("" if inside else line)
+    return "\n".join(out)
+
+
+class Executables:
+    """Finds our executables and caches their --help text."""
+
+    def __init__(self, source, build):
+        self.source, self.build = source, build
+        self.help_cache = {}
+        self.servers = {}  # name -> path
+        for path in sorted(build.glob("*/*")):
+            if path.is_file() and os.access(path, os.X_OK) and path.parent.name == path.name:
+                self.servers[path.name] = path
+
+    def resolve(self, word):
+        if word.startswith("build/release/"):
+            return self.build / word[len("build/release/"):]
+        if word in self.servers:
+            return self.servers[word]
+        if word in ("labs/check", "labs/tools/client.py", "bench/run", "scripts/ensure-deps"):
+            return self.source / word
+        return None
+
+    def help(self, path):
+        if path not in self.help_cache:
+            try:
+                result = subprocess.run([str(path), "--help"], capture_output=True, text=True,
+                                        timeout=60, cwd=self.source)
+                self.help_cache[path] = result.stdout + result.stderr
+            except (OSError, subprocess.TimeoutExpired) as error:
+                self.help_cache[path] = ""
+                fail(str(path), f"--help failed: {error}")
+        return self.help_cache[path]
+
+    def all_pitfalls(self):
+        names = set()
+        for path in self.servers.values():
+            m = re.search(r"--pitfall TEXT:\{([^}]*)\}", self.help(path))
+            if m:
+                names.update(n.strip() for n in m.group(1).split(","))
+        return names
+
+    def all_flags(self):
+        flags = set(FOREIGN_FLAGS)
+        paths = list(self.servers.values())
+        paths += [self.source / "labs/check", self.source / "labs/tools/client.py"]
+        if (self.source / "bench/run").exists():
+            paths.append(self.source / "bench/run")
+        for path in paths:
+            flags.update(re.findall(r"--[a-z][a-z0-9-]*", self.help(path)))
+        return flags
+
+
+def split_commands(line):
+    try:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        tokens = list(lexer)
+    except ValueError:
+        return []
+    commands, current = [], []
+    for token in tokens:
+        if token and set(token) <= set(";&|"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    commands.append(current)
+    return [c for c in commands if c]
+
+
+def check_command(where, tokens, exes, labs):
+    while tokens and re.match(r"^[A-Z_]+=", tokens[0]):
+        tokens = tokens[1:]
+    if not tokens:
+        return
+    word = tokens[0]
+    path = exes.resolve(word)
+    if path is None:
+        return
+    if not path.exists():
+        fail(where, f"{word}: no such executable ({path})")
+        return
+    if word == "labs/check":
+        numbers = [t for t in tokens[1:] if re.fullmatch(r"\d\d", t)]
+        if not numbers:
+            fail(where, "labs/check without a lab number")
+        for number in numbers:
+            if number not in labs:
+                fail(where, f"labs/check {number}: there is no lab {number}")
+    help_text = None
+    for i, token in enumerate(tokens[1:], start=1):
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=", 1)[0]
+        help_text = help_text if help_text is not None else exes.help(path)
+        if not re.search(re.escape(flag) + r"(?![a-z0-9-])", help_text):
+            fail(where, f"{word} has no flag {flag} (not in its --help)")
+        if flag == "--pitfall":
+            value = token.split("=", 1)[1] if "=" in token else (
+                tokens[i + 1] if i + 1 < len(tokens) else "")
+            m = re.search(r"--pitfall TEXT:\{([^}]*)\}", help_text)
+            names = {n.strip() for n in m.group(1).split(",")} if m else set()
+            if value not in names:
+                fail(where, f"{word} has no pitfall '{value}' (it has: {sorted(names)})")
+
+
+class Runner:
+    """Runs the marked blocks of one file in a scratch mirror of the repository."""
+
+    def __init__(self, source, build, scratch):
+        self.scratch = scratch
+        self.server = None
+        self.server_where = None
+
+    def stop_server(self):
+        if self.server is None:
+            return
+        self.server.send_signal(signal.SIGTERM)
+        try:
+            code = self.server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+            code = "still running 10 s after SIGTERM"
+        if code not in (0, 1):
+            fail(self.server_where, f"server ended with {code} after SIGTERM")
+        self.server = None
+
+    def start_server(self, where, command):
+        self.stop_server()
+        log = open(self.scratch / "server-stderr.txt", "w")
+        self.server = subprocess.Popen(["bash", "-c", "exec " + command], cwd=self.scratch,
+                                       stdout=subprocess.PIPE, stderr=log, text=True)
+        self.server_where = where
+        deadline = time.monotonic() + 20
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.server.stdout.readline()
+            if not line or line.startswith("listening on"):
+                break
+        if not line.startswith("listening on"):
+            fail(where, f"server did not print 'listening on': {command}")
+            self.stop_server()
+
+    def run(self, where, command, should_fail):
+        try:
+            result = subprocess.run(["bash", "-c", command], cwd=self.scratch, text=True,
+                                    capture_output=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            fail(where, f"timed out after 120 s: {command}")
+            return
+        if should_fail and result.returncode == 0:
+            fail(where, f"expected this to fail, it succeeded: {command}")
+        if not should_fail and result.returncode != 0:
+            fail(where, f"exit {result.returncode}: {command}\n{result.stdout}{result.stderr}")
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def with_free_ports(command, ports):
+    """The labs name fixed ports (easy to type); the test uses free ones instead,
+    the same one for every mention of a port within a file, so that runs of this
+    test in several build directories at once cannot collide."""
+    def swap(match):
+        wanted = match.group(2)
+        if wanted != "0" and wanted not in ports:
+            ports[wanted] = str(free_port())
+        return match.group(1) + ports.get(wanted, wanted)
+    return re.sub(r"(--port[ =])(\d+)", swap, command)
+
+
+def make_scratch(source, build):
+    scratch = Path(tempfile.mkdtemp(prefix="muxlab-docs-"))
+    for entry in source.iterdir():
+        if entry.name not in ("build", ".git"):
+            (scratch / entry.name).symlink_to(entry)
+    (scratch / "build").mkdir()
+    (scratch / "build" / "release").symlink_to(build)
+    return scratch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source-dir", required=True, type=Path)
+    parser.add_argument("--build-dir", required=True, type=Path)
+    parser.add_argument("--no-run", action="store_true", help="check, but run no block")
+    parser.add_argument("--skip-dirs", default="",
+                        help="top-level folders left out of this build (MUXLAB_SKIP_DIRS, "
+                             "';'-separated): commands of their executables are not checked, "
+                             "and a file that uses them runs none of its blocks")
+    args = parser.parse_args()
+    source, build = args.source_dir.resolve(), args.build_dir.resolve()
+
+    skipped = [d for d in args.skip_dirs.split(";") if d]
+    exes = Executables(source, build)
+    labs = {p.name[:2] for p in (source / "labs").iterdir() if re.match(r"\d\d-", p.name)}
+    tests = set()
+    for cpp in source.rglob("*.cpp"):
+        if "build" in cpp.relative_to(source).parts:
+            continue
+        for suite, name in re.findall(r"\bTEST(?:_P|_F)?\(\s*(\w+)\s*,\s*(\w+)\s*\)",
+                                      cpp.read_text(errors="replace")):
+            tests.add(f"{suite}.{name}")
+    pitfalls = exes.all_pitfalls()
+    flags = exes.all_flags()
+    scratch = None if args.no_run else make_scratch(source, build)
+
+    checked_files = ran = 0
+    for md in markdown_files(source):
+        rel = md.relative_to(source).as_posix()
+        text = md.read_text()
+        checked_files += 1
+        prose = outside_fences(text)
+        # Relative links.
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (md.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                fail(rel, f"broken link: {target}")
+        # Inline code.
+        for span in re.findall(r"`([^`\n]+)`", prose):
+            for name in re.findall(r"--pitfall[ =]([a-z0-9-]+)", span):
+                if name not in pitfalls:
+                    fail(rel, f"`--pitfall {name}`: no server has this pitfall")
+            m = re.fullmatch(r"([A-Z]\w+)\.([A-Z]\w+)", span.strip())
+            if m and span.strip() not in tests:
+                fail(rel, f"`{span}`: no such test in the sources")
+            if rel.startswith(OWNED):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span):
+                    if flag not in flags and not flag.startswith("--gtest"):
+                        fail(rel, f"`{flag}`: not a flag of any of our executables")
+        # Command blocks.
+        uses_skipped = any(f"build/release/{d}/" in text for d in skipped)
+        if uses_skipped:
+            print(f"note: {rel}: uses a folder left out of this build, its blocks are not run")
+        runner = Runner(source, build, scratch) if scratch and not uses_skipped else None
+        ports = {}
+        for line_no, lang, marks, body in fenced_blocks(text):
+            if lang not in COMMAND_LANGS:
+                continue
+            for offset, line in enumerate(body):
+                where = f"{rel}:{line_no + offset + 1}"
+                for tokens in split_commands(line.lstrip("$ ")):
+                    if not any(t.startswith(f"build/release/{d}/") for t in tokens for d in skipped):
+                        check_command(where, tokens, exes, labs)
+            if runner is None or lang != "sh":
+                continue
+            where = f"{rel}:{line_no}"
+            command = with_free_ports("\n".join(body), ports)
+            if "server" in marks:
+                runner.start_server(where, command)
+            else:
+                runner.run(where, command, "fails" in marks)
+            ran += 1
+        if runner:
+            runner.stop_server()
+
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"checked {checked_files} Markdown files, ran {ran} command blocks, "
+          f"knew {len(tests)} tests, {len(pitfalls)} pitfalls")
+    for error in errors:
+        print("ERROR", error)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
