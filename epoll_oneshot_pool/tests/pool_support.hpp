@@ -1,0 +1,124 @@
+// Helpers shared by the pool's own tests: a fixture that runs the pool with a
+// stats file, and ways to watch it from outside (its trace, /proc).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client.hpp"
+#include "kernel_view.hpp"
+#include "process.hpp"
+
+namespace muxlab::test {
+
+inline std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t count = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// Calls `visit(path)` with each /proc/PID/task/TID folder of a process.
+template <typename Visit>
+void for_each_thread(pid_t pid, Visit visit) {
+  std::error_code error;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", error), end;
+       !error && it != end; it.increment(error)) {
+    visit(it->path().string());
+  }
+}
+
+inline int thread_count(pid_t pid) {
+  int count = 0;
+  for_each_thread(pid, [&](const std::string&) { ++count; });
+  return count;
+}
+
+// Threads asleep in epoll_wait(): the pool's idle workers.
+inline int threads_in_epoll_wait(pid_t pid) {
+  int count = 0;
+  for_each_thread(pid, [&](const std::string& task) {
+    if (read_file(task + "/wchan").find("epoll") != std::string::npos) ++count;
+  });
+  return count;
+}
+
+// Every thread of the process is stopped (SIGSTOP). freeze() waits for the
+// main thread only; the pool's workers stop a moment later, each on its own.
+inline bool every_thread_stopped(pid_t pid) {
+  bool stopped = true;
+  for_each_thread(pid, [&](const std::string& task) {
+    // The state follows the command name, which is in parentheses.
+    const std::string stat = read_file(task + "/stat");
+    const auto close = stat.rfind(')');
+    stopped =
+        stopped && close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+  });
+  return stopped;
+}
+
+// Any report a sanitizer runtime writes to stderr.
+inline bool has_sanitizer_report(const std::string& err) {
+  for (const char* marker :
+       {"ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
+    if (err.find(marker) != std::string::npos) return true;
+  }
+  return false;
+}
+
+class PoolTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { raise_fd_limit(); }
+  void TearDown() override { ::unlink(stats_path_.c_str()); }
+
+  // Starts the pool with `args` and a stats file.
+  ServerProcess& start(std::vector<std::string> args) {
+    args.insert(args.end(), {"--stats-json", stats_path_});
+    server_ = std::make_unique<ServerProcess>(
+        ServerProcess::Launch{EPOLL_ONESHOT_POOL_PATH, std::move(args), std::nullopt});
+    return *server_;
+  }
+  ServerProcess& server() { return *server_; }
+
+  // SIGTERM, a clean exit, no sanitizer report; returns the stats file.
+  nlohmann::json stop() {
+    const ExitStatus status = server_->stop(SIGTERM, 20s);
+    EXPECT_TRUE(status.exited) << "still running 20 s after SIGTERM";
+    EXPECT_EQ(status.code, 0) << server_->stderr_text().substr(0, 20000);
+    EXPECT_FALSE(has_sanitizer_report(server_->stderr_text()))
+        << server_->stderr_text().substr(0, 20000);
+    if (status.code != 0) return nlohmann::json::object();
+    return read_json(stats_path_);
+  }
+
+  // The server-side descriptor number of the first connection it traced.
+  int first_accepted_fd(Clock::time_point deadline) {
+    const std::string marker = "accept: new connection fd ";
+    std::string err;
+    const auto traced = [&] {
+      err = server_->stderr_text();
+      const auto at = err.find(marker);
+      return at != std::string::npos && err.find('\n', at) != std::string::npos;
+    };
+    if (!wait_until(traced, deadline)) {
+      return -1;
+    }
+    return std::stoi(err.substr(err.find(marker) + marker.size()));
+  }
+
+  bool wait_for_trace(const std::string& needle, std::size_t times, Clock::time_point deadline) {
+    return wait_until([&] { return count_of(server_->stderr_text(), needle) >= times; }, deadline);
+  }
+
+ private:
+  std::string stats_path_ = temp_path("pool-stats");
+  std::unique_ptr<ServerProcess> server_;
+};
+
+}  // namespace muxlab::test
