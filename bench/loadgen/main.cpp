@@ -1,0 +1,355 @@
+// muxlab_loadgen: drives one echo server with one load and reports what it saw
+// as JSON. bench/muxbench runs it once per measurement; it can also be run by
+// hand, e.g. against a server started in another terminal:
+//
+//   muxlab_loadgen --port 9000 --mode open --rate 20000 --connections 50
+#include <arpa/inet.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <latch>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proc_stats.hpp"
+#include "worker.hpp"
+
+namespace muxlab::bench {
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 1;
+// A worker thread busier than this inside the window is saturated: its own
+// lateness, not the server's, may then be what the numbers show.
+constexpr double kSaturatedUtilisation = 0.90;
+
+struct Flags {
+  LoadConfig config;
+  std::string mode = "closed";
+  double warmup_s = 0.5;
+  double duration_s = 2.0;
+  double drain_timeout_s = 5.0;
+  double setup_timeout_s = 30.0;
+  int server_pid = 0;
+  std::string json_path;
+  bool quiet = false;
+};
+
+std::string check_loopback(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    // 127.0.0.0/8, whatever the byte order of the rest.
+    if ((ntohl(v4.s_addr) >> 24) == 127) return {};
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) {
+    return {};
+  }
+  return "the load generator talks to loopback only (127.0.0.0/8 or ::1), not " + host;
+}
+
+std::int64_t seconds_to_ns(double s) {
+  return static_cast<std::int64_t>(s * 1e9);
+}
+
+Flags parse(int argc, char** argv) {
+  Flags f;
+  LoadConfig& c = f.config;
+  CLI::App app{"Load generator for the muxlab echo servers (loopback only)", "muxlab_loadgen"};
+  auto ranged = [&app](const std::string& name, auto& value, const std::string& help, auto low,
+                       auto high) {
+    app.add_option(name, value, help)->check(CLI::Range(low, high))->capture_default_str();
+  };
+  app.add_option("--host", c.host, "Server address (loopback)")
+      ->check(check_loopback)
+      ->capture_default_str();
+  app.add_option("--port", c.port, "Server port")->required();
+  app.add_option("--mode", f.mode,
+                 "closed: N connections, each with --pipeline messages in flight; "
+                 "open: --rate messages/s on a fixed schedule; "
+                 "churn: connect, echo one message, close")
+      ->check(CLI::IsMember({"closed", "open", "churn"}))
+      ->capture_default_str();
+  ranged("--connections", c.connections, "Active connections (churn: operations in flight)", 1u,
+         100'000u);
+  ranged("--idle", c.idle, "Silent connections held open alongside the active ones", 0u,
+         1'000'000u);
+  ranged("--pipeline", c.pipeline, "Closed loop: messages in flight per connection", 1u, 1024u);
+  ranged("--msg-size", c.msg_size, "Message size in bytes", std::size_t{1}, std::size_t{16} << 20);
+  app.add_option("--rate", c.rate, "Open loop: offered messages per second, all threads together")
+      ->check(CLI::Range(0.0, 1e8));
+  ranged("--threads", c.threads, "Generator threads (connections are split among them)", 1u, 256u);
+  ranged("--warmup", f.warmup_s, "Seconds of load before the measured window", 0.0, 600.0);
+  ranged("--duration", f.duration_s, "Seconds in the measured window", 0.01, 3600.0);
+  ranged("--drain-timeout", f.drain_timeout_s,
+         "Seconds to wait for answers still owed after the window", 0.0, 600.0);
+  ranged("--setup-timeout", f.setup_timeout_s, "Seconds allowed to open the connections", 0.1,
+         600.0);
+  ranged("--max-messages", c.max_messages,
+         "Most messages (churn: operations) one thread issues in the whole run", std::uint64_t{1},
+         std::uint64_t{1} << 40);
+  app.add_option(
+      "--server-pid", f.server_pid,
+      "Read this process's CPU time and context switches from /proc at the window's edges");
+  app.add_option("--json", f.json_path, "Write the result here (default: stdout)");
+  app.add_flag("--spin", c.spin,
+               "Poll instead of sleeping when idle (for a generator with CPUs of its own); "
+               "the time spent in empty polls is reported apart, as idle");
+  app.add_flag("--quiet", f.quiet, "No summary line on stderr");
+
+  try {
+    app.parse(argc, argv);
+    if (f.mode == "open" && c.rate <= 0) throw CLI::ValidationError("--mode open needs --rate > 0");
+  } catch (const CLI::Success& e) {
+    std::exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "muxlab_loadgen: %s\nRun with --help for usage.\n", e.what());
+    std::exit(kExitUsage);
+  }
+  c.mode = f.mode == "open" ? Mode::kOpen : f.mode == "churn" ? Mode::kChurn : Mode::kClosed;
+  c.warmup_ns = seconds_to_ns(f.warmup_s);
+  c.duration_ns = seconds_to_ns(f.duration_s);
+  c.drain_timeout_ns = seconds_to_ns(f.drain_timeout_s);
+  c.setup_timeout_ns = seconds_to_ns(f.setup_timeout_s);
+  c.threads = std::min(c.threads, c.connections);
+  return f;
+}
+
+// Every connection is a descriptor; ask for the hard limit before we need it.
+bool ensure_descriptors(rlim_t wanted) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return false;
+  if (limit.rlim_cur < wanted) {
+    limit.rlim_cur = std::min(limit.rlim_max, wanted);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return limit.rlim_cur >= wanted;
+}
+
+unsigned share(unsigned total, unsigned parts, unsigned index) {
+  return total / parts + (index < total % parts ? 1 : 0);
+}
+
+nlohmann::ordered_json percentiles_us(const LatencyHistogram& h) {
+  auto us = [](std::int64_t ns) { return static_cast<double>(ns) / 1000.0; };
+  nlohmann::ordered_json j;
+  j["count"] = h.count();
+  j["min"] = us(h.min());
+  j["mean"] = h.mean() / 1000.0;
+  j["p50"] = us(h.value_at_percentile(50));
+  j["p90"] = us(h.value_at_percentile(90));
+  j["p99"] = us(h.value_at_percentile(99));
+  j["p999"] = us(h.value_at_percentile(99.9));
+  j["max"] = us(h.max());
+  j["clamped"] = h.clamped();
+  return j;
+}
+
+struct WindowSamples {
+  std::int64_t client_cpu_ns = 0;
+  rusage client_usage_from{};
+  rusage client_usage_until{};
+  std::optional<ProcessSample> server_from;
+  std::optional<ProcessSample> server_until;
+};
+
+int run(const Flags& f) {
+  const LoadConfig& config = f.config;
+  const rlim_t descriptors = config.connections + config.idle + 64;
+  if (!ensure_descriptors(descriptors)) {
+    std::fprintf(stderr,
+                 "muxlab_loadgen: %u connections need about %lu descriptors, more than "
+                 "RLIMIT_NOFILE allows (raise it with ulimit -n)\n",
+                 config.connections + config.idle, static_cast<unsigned long>(descriptors));
+    return kExitUsage;
+  }
+  // Sleeps end on time, not up to 50 µs late: the open loop's pacing needs it.
+  ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+
+  const unsigned threads = config.threads;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::uint64_t first_id = 0;
+  for (unsigned i = 0; i < threads; ++i) {
+    const unsigned active = share(config.connections, threads, i);
+    const unsigned idle = share(config.idle, threads, i);
+    // Rates follow the connections, so every connection carries the same load.
+    const double rate = config.rate * active / config.connections;
+    const auto phase = static_cast<std::int64_t>(config.rate > 0 ? i * 1e9 / config.rate : 0);
+    workers.push_back(std::make_unique<Worker>(config, first_id, active, idle, rate, phase));
+    first_id += std::uint64_t{1} << 40;  // stream ids of different threads never meet
+  }
+
+  // Each worker sets up its connections, then waits for the common timeline.
+  std::latch ready(threads);
+  std::latch go(1);
+  Timeline timeline;
+  std::vector<std::string> failures(threads);
+  std::vector<std::thread> pool;
+  const std::int64_t setup_deadline = now_ns() + config.setup_timeout_ns;
+  for (unsigned i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      bool counted = false;
+      try {
+        workers[i]->setup(setup_deadline);
+        counted = true;
+        ready.count_down();
+        go.wait();
+        workers[i]->run(timeline);
+      } catch (const std::exception& e) {
+        failures[i] = e.what();
+        if (!counted) ready.count_down();
+      }
+    });
+  }
+  ready.wait();
+  const std::int64_t start = now_ns() + 2'000'000;
+  timeline.start = start;
+  timeline.measure_from = start + config.warmup_ns;
+  timeline.measure_until = timeline.measure_from + config.duration_ns;
+  timeline.drain_deadline = timeline.measure_until + config.drain_timeout_ns;
+  timeline.close_deadline = timeline.drain_deadline + 5'000'000'000;
+  go.count_down();
+
+  // The window's edges, seen from outside the workers.
+  WindowSamples samples;
+  auto sleep_until = [](std::int64_t t) {
+    for (std::int64_t left = t - now_ns(); left > 0; left = t - now_ns())
+      std::this_thread::sleep_for(std::chrono::nanoseconds(left));
+  };
+  sleep_until(timeline.measure_from);
+  samples.client_cpu_ns = self_cpu_ns();
+  ::getrusage(RUSAGE_SELF, &samples.client_usage_from);
+  if (f.server_pid > 0) samples.server_from = sample_process(f.server_pid);
+  sleep_until(timeline.measure_until);
+  samples.client_cpu_ns = self_cpu_ns() - samples.client_cpu_ns;
+  ::getrusage(RUSAGE_SELF, &samples.client_usage_until);
+  if (f.server_pid > 0) samples.server_until = sample_process(f.server_pid);
+  for (auto& t : pool) t.join();
+  for (const auto& failure : failures) {
+    if (!failure.empty()) {
+      std::fprintf(stderr, "muxlab_loadgen: %s\n", failure.c_str());
+      return kExitFailure;
+    }
+  }
+
+  // Merge.
+  WorkerResult total;
+  std::vector<double> utilisation;  // busy time (CPU minus empty polls) / window
+  std::int64_t busy_ns = 0;
+  const double window_s = static_cast<double>(config.duration_ns) / 1e9;
+  for (const auto& w : workers) {
+    const WorkerResult& r = w->result();
+    total.latency.merge(r.latency);
+    total.send_lag.merge(r.send_lag);
+    total.connections_ready += r.connections_ready;
+    total.messages_issued += r.messages_issued;
+    total.messages_completed += r.messages_completed;
+    total.window_completed += r.window_completed;
+    total.window_scheduled += r.window_scheduled;
+    total.bytes_sent += r.bytes_sent;
+    total.bytes_received += r.bytes_received;
+    total.setup_ns = std::max(total.setup_ns, r.setup_ns);
+    total.errors.add(r.errors);
+    // Both are CPU times, sampled at slightly different moments: never below zero.
+    const std::int64_t busy = std::max<std::int64_t>(0, r.window_cpu_ns - r.window_idle_ns);
+    busy_ns += busy;
+    utilisation.push_back(static_cast<double>(busy) / 1e9 / window_s);
+  }
+  const double max_utilisation = *std::max_element(utilisation.begin(), utilisation.end());
+  const double throughput = static_cast<double>(total.window_completed) / window_s;
+
+  nlohmann::ordered_json j;
+  j["tool"] = "muxlab_loadgen";
+  j["mode"] = f.mode;
+  j["connections"] = config.connections;
+  j["idle"] = config.idle;
+  j["pipeline"] = config.pipeline;
+  j["msg_size"] = config.msg_size;
+  j["threads"] = threads;
+  j["offered_rate"] = config.mode == Mode::kOpen ? nlohmann::ordered_json(config.rate) : nullptr;
+  j["warmup_s"] = f.warmup_s;
+  j["window_s"] = window_s;
+  j["setup_s"] = static_cast<double>(total.setup_ns) / 1e9;
+  j["connections_ready"] = total.connections_ready;
+  j["messages"] = {{"issued", total.messages_issued},
+                   {"completed", total.messages_completed},
+                   {"window_completed", total.window_completed},
+                   {"window_scheduled", total.window_scheduled}};
+  j["throughput_msgs"] = throughput;
+  j["throughput_mbps"] = throughput * static_cast<double>(config.msg_size) / 1e6;
+  j["achieved_rate"] = throughput;
+  j["latency_us"] = percentiles_us(total.latency);
+  j["send_lag_us"] = percentiles_us(total.send_lag);
+  nlohmann::ordered_json buckets = nlohmann::ordered_json::array();
+  for (const auto& [value, count] : total.latency.nonzero_buckets())
+    buckets.push_back({value, count});
+  j["latency_histogram_ns"] = buckets;
+  j["bytes"] = {{"sent", total.bytes_sent}, {"received", total.bytes_received}};
+  const Errors& e = total.errors;
+  j["errors"] = {{"total", e.total()},
+                 {"connect", e.connect},
+                 {"mismatch", e.mismatch},
+                 {"eof", e.eof},
+                 {"reset", e.reset},
+                 {"timeout", e.timeout},
+                 {"idle_lost", e.idle_lost},
+                 {"unsent", e.unsent},
+                 {"close_timeout", e.close_timeout}};
+  const rusage& u0 = samples.client_usage_from;
+  const rusage& u1 = samples.client_usage_until;
+  j["client"] = {{"cpu_s", static_cast<double>(samples.client_cpu_ns) / 1e9},
+                 {"busy_s", static_cast<double>(busy_ns) / 1e9},
+                 {"spin", config.spin},
+                 {"cpu_total_s", static_cast<double>(self_cpu_ns()) / 1e9},
+                 {"ctx_switches", (u1.ru_nvcsw - u0.ru_nvcsw) + (u1.ru_nivcsw - u0.ru_nivcsw)},
+                 {"thread_utilisation", utilisation},
+                 {"max_thread_utilisation", max_utilisation},
+                 {"saturated", max_utilisation > kSaturatedUtilisation}};
+  if (samples.server_from && samples.server_until) {
+    const ProcessSample& s0 = *samples.server_from;
+    const ProcessSample& s1 = *samples.server_until;
+    j["server"] = {{"pid", f.server_pid},
+                   {"cpu_s", static_cast<double>(s1.cpu_ns - s0.cpu_ns) / 1e9},
+                   {"voluntary_switches", s1.voluntary_switches - s0.voluntary_switches},
+                   {"involuntary_switches", s1.involuntary_switches - s0.involuntary_switches},
+                   {"threads", s1.threads}};
+  } else {
+    j["server"] = nullptr;
+  }
+
+  if (f.json_path.empty()) {
+    std::cout << j.dump(2) << '\n';
+  } else {
+    std::ofstream out(f.json_path, std::ios::trunc);
+    out << j.dump(2) << '\n';
+    if (!out.flush()) {
+      std::fprintf(stderr, "muxlab_loadgen: cannot write %s\n", f.json_path.c_str());
+      return kExitFailure;
+    }
+  }
+  if (!f.quiet) {
+    std::fprintf(stderr,
+                 "%s: %.0f msg/s, p50 %.1f us, p99 %.1f us, max %.1f us, errors %lu, "
+                 "generator busiest thread %.0f%%\n",
+                 f.mode.c_str(), throughput, j["latency_us"]["p50"].get<double>(),
+                 j["latency_us"]["p99"].get<double>(), j["latency_us"]["max"].get<double>(),
+                 static_cast<unsigned long>(e.total()), 100 * max_utilisation);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace muxlab::bench
+
+int main(int argc, char** argv) {
+  return muxlab::bench::run(muxlab::bench::parse(argc, argv));
+}

@@ -1,0 +1,164 @@
+"""What the benchmark measures: scenarios, their load points, and the presets.
+
+A Point is one load, told identically to every server. A Scenario is a sweep
+of points along one axis (connections, offered rate, idle connections, message
+size, request cost). A Preset picks the sweeps, the repetitions and the window
+lengths: `smoke` (the ctest, seconds), `quick` (about a minute), `default`
+(about five minutes on two cores) and `full` (longer, finer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# select() cannot watch a descriptor numbered 1024 or above (FD_SETSIZE); the
+# charts draw this line where the idle and connection sweeps pass it.
+FD_SETSIZE = 1024
+
+
+@dataclass(frozen=True)
+class Point:
+    """One load: what the generator does and what the server is asked to cost."""
+
+    mode: str = "closed"  # closed | open | churn
+    connections: int = 1  # active connections (churn: operations in flight)
+    idle: int = 0  # silent connections held open alongside
+    pipeline: int = 1  # closed loop: messages in flight per connection
+    msg_size: int = 64  # bytes
+    rate: float | None = None  # open loop: offered messages per second
+    rate_fraction: float | None = None  # open loop: a fraction of the measured capacity
+    work_us: int = 0  # server burns this much CPU per read chunk
+    block_us: int = 0  # server sleeps this long per read chunk
+
+    def sockets(self) -> int:
+        """Client connections the server must hold at once."""
+        return self.connections + self.idle
+
+    def label(self) -> str:
+        parts = [self.mode, f"c{self.connections}"]
+        if self.idle:
+            parts.append(f"idle{self.idle}")
+        if self.pipeline != 1:
+            parts.append(f"p{self.pipeline}")
+        parts.append(f"{self.msg_size}B")
+        if self.rate is not None:
+            parts.append(f"r{self.rate:.0f}")
+        if self.work_us:
+            parts.append(f"work{self.work_us}")
+        if self.block_us:
+            parts.append(f"block{self.block_us}")
+        return "-".join(parts)
+
+    def with_rate(self, rate: float) -> Point:
+        return dataclasses.replace(self, rate=round(rate))
+
+
+@dataclass
+class Scenario:
+    name: str  # the `scenario` column of results.csv
+    title: str  # the chart's title
+    points: list[Point]
+
+
+@dataclass
+class Preset:
+    name: str
+    repetitions: int
+    warmup_s: float
+    duration_s: float
+    scenarios: list[Scenario]
+    micro_min_time_s: float
+    drain_timeout_s: float = 5.0
+
+
+def _pingpong(connections: list[int]) -> Scenario:
+    points = [Point(connections=c) for c in connections]
+    return Scenario("pingpong", "Ping-pong: 64 B messages, one in flight per connection", points)
+
+
+def _rate(fractions: list[float], connections: int) -> Scenario:
+    """Offered rates are fractions of the best closed-loop throughput measured
+    at the same connection count. With a thousand connections select() and
+    poll() scan every descriptor on each wakeup, so they saturate at a fraction
+    of the rate epoll reaches."""
+    points = [Point(mode="open", connections=connections, rate_fraction=f) for f in fractions]
+    title = f"Open loop: latency vs offered rate ({connections} connections, 64 B)"
+    return Scenario("rate", title, points)
+
+
+def _idle(idle: list[int], active: int = 10) -> Scenario:
+    points = [Point(connections=active, idle=i) for i in idle]
+    return Scenario("idle", f"{active} busy connections beside many idle ones", points)
+
+
+def _msgsize(sizes: list[int], connections: int = 10) -> Scenario:
+    points = [Point(connections=connections, msg_size=s) for s in sizes]
+    return Scenario("msgsize", f"Message size sweep ({connections} connections, ping-pong)",
+                    points)
+
+
+def _handler(block_us: list[int], work_us: list[int], connections: int = 32) -> Scenario:
+    points = [Point(connections=connections, block_us=b) for b in block_us]
+    points += [Point(connections=connections, work_us=w) for w in work_us]
+    title = f"Request cost: blocking (--block-us) vs CPU (--work-us), {connections} connections"
+    return Scenario("handler", title, points)
+
+
+def _churn(concurrency: list[int]) -> Scenario:
+    points = [Point(mode="churn", connections=c) for c in concurrency]
+    return Scenario("churn", "Churn: connect, echo 64 B, close", points)
+
+
+def preset(name: str) -> Preset:
+    if name == "smoke":
+        scenarios = [
+            _pingpong([4]),
+            # A fixed rate far below any server's capacity: the smoke test
+            # checks that the achieved rate is within 1% of it.
+            Scenario("rate", "Open loop at a fixed low rate",
+                     [Point(mode="open", connections=8, rate=8000)]),
+            _idle([50], active=4),
+            _msgsize([16384], connections=2),
+            _handler([200], [], connections=4),
+            _churn([2]),
+        ]
+        return Preset(name, repetitions=1, warmup_s=0.1, duration_s=0.5,
+                      micro_min_time_s=0.002, drain_timeout_s=3.0, scenarios=scenarios)
+    if name == "quick":
+        scenarios = [
+            _pingpong([1, 100, 1000]),
+            _rate([0.05, 0.2, 1.0], 1000),
+            _idle([0, 3000]),
+            _msgsize([16384]),
+            _handler([1000], [50]),
+        ]
+        return Preset(name, repetitions=3, warmup_s=0.1, duration_s=0.15,
+                      micro_min_time_s=0.01, scenarios=scenarios)
+    if name == "default":
+        scenarios = [
+            _pingpong([1, 10, 100, 1000, 2000]),
+            _rate([0.02, 0.05, 0.15, 0.4, 0.8, 1.2], 1000),
+            _idle([0, 900, 3000, 10000]),
+            _msgsize([16, 1024, 65536]),
+            _handler([1000], [50]),
+            _churn([8]),
+        ]
+        return Preset(name, repetitions=3, warmup_s=0.2, duration_s=0.5,
+                      micro_min_time_s=0.05, scenarios=scenarios)
+    if name == "full":
+        scenarios = [
+            _pingpong([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000]),
+            _rate([0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0, 1.15, 1.3],
+                  1000),
+            _idle([0, 100, 300, 900, 3000, 6000, 10000, 15000]),
+            _msgsize([16, 64, 256, 1024, 4096, 16384, 65536]),
+            _handler([100, 1000], [20, 100]),
+            _churn([1, 8, 64]),
+        ]
+        return Preset(name, repetitions=5, warmup_s=1.0, duration_s=3.0,
+                      micro_min_time_s=0.3, drain_timeout_s=10.0, scenarios=scenarios)
+    raise ValueError(f"unknown preset {name!r}")
+
+
+PRESETS = ("smoke", "quick", "default", "full")
