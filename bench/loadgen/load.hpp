@@ -68,14 +68,15 @@ struct WorkerResult {
   LatencyHistogram latency;   // the measured window's messages
   LatencyHistogram send_lag;  // open loop: how late the generator issued each message
   std::uint64_t connections_ready = 0;
-  std::uint64_t messages_issued = 0;     // the whole run, warm-up included
-  std::uint64_t messages_completed = 0;  // the whole run, warm-up included
-  std::uint64_t window_completed = 0;    // answers that arrived inside the window
-  std::uint64_t window_scheduled = 0;    // open loop: messages due inside the window
-  std::uint64_t bytes_sent = 0;          // every byte written, set-up and warm-up included
-  std::uint64_t bytes_received = 0;      // every echoed byte read and checked
-  std::int64_t window_cpu_ns = 0;        // this thread's CPU time inside the window
-  std::int64_t window_idle_ns = 0;       // ...of which spent polling and finding nothing
+  std::uint64_t messages_issued = 0;      // the whole run, warm-up included
+  std::uint64_t messages_completed = 0;   // the whole run, warm-up included
+  std::uint64_t window_completed = 0;     // answers that arrived inside the window
+  std::uint64_t window_scheduled = 0;     // open loop: messages due inside the window
+  std::uint64_t window_due_answered = 0;  // open loop: ...of which answered, however late
+  std::uint64_t bytes_sent = 0;           // every byte written, set-up and warm-up included
+  std::uint64_t bytes_received = 0;       // every echoed byte read and checked
+  std::int64_t window_cpu_ns = 0;         // this thread's CPU time inside the window
+  std::int64_t window_idle_ns = 0;        // ...of which spent polling and finding nothing
   std::int64_t setup_ns = 0;
   Errors errors;
 };

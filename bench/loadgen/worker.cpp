@@ -325,6 +325,7 @@ void Worker::record_completion(std::int64_t start, std::int64_t now) {
   // from hiding (no coordinated omission).
   const bool counts = config_.mode == Mode::kOpen ? in_window(start) : in_window(now);
   if (counts) result_.latency.record(now - start);
+  if (config_.mode == Mode::kOpen && counts) ++result_.window_due_answered;
 }
 
 void Worker::complete_messages(Conn& c, std::int64_t now) {
@@ -489,8 +490,10 @@ void Worker::run(const Timeline& timeline) {
   for (;;) {
     now = now_ns();
     sample_cpu(now);
-    if (now >= t_.measure_until) break;
+    // Everything due by now leaves now, up to the window's end: a generator that
+    // was late must still send the whole schedule, or the stall would be hidden.
     if (open) issue_due(now);
+    if (now >= t_.measure_until) break;
     std::int64_t wake = cpu_samples_ == 0 ? t_.measure_from : t_.measure_until;
     if (open && issuing_) wake = std::min(wake, due(next_due_));
     const int n = wait_until(wake, spin_ns);

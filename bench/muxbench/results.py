@@ -5,7 +5,9 @@ scenario/server/load point, with the median over the repetitions and the
 spread (min and max) of the throughput and the p99. The first columns of
 results.csv are the ones the issue fixed; the rest follow.
 
-Units: rates in messages per second, throughput_mbps in MB/s (10^6 bytes of
+Units: rates in messages per second (open loop: achieved_rate counts the answers
+that arrived inside the window, answered_rate the messages due inside the window
+that were answered at all), throughput_mbps in MB/s (10^6 bytes of
 echoed payload per second, one direction), latencies in microseconds, CPU in
 seconds. The *_per_msg counters cover the server's whole life (set-up,
 warm-up, window, drain) divided by every message it echoed then, the one-byte
@@ -30,16 +32,16 @@ REQUIRED_COLUMNS = [
 ]
 EXTRA_COLUMNS = [
     "mode", "pipeline", "work_us", "block_us", "reps", "throughput_min", "throughput_max",
-    "p99_min_us", "p99_max_us", "achieved_rate", "syscalls_per_msg", "events_per_wakeup",
-    "server_cpu_us_per_msg", "client_busy_s", "client_cpu_us_per_msg", "client_util_max",
-    "send_lag_p99_us", "bytes_match", "foreign_cpu_share", "status", "note",
+    "p99_min_us", "p99_max_us", "achieved_rate", "answered_rate", "syscalls_per_msg",
+    "events_per_wakeup", "server_cpu_us_per_msg", "client_busy_s", "client_cpu_us_per_msg",
+    "client_util_max", "send_lag_p99_us", "bytes_match", "foreign_cpu_share", "status", "note",
 ]
 RESULT_COLUMNS = REQUIRED_COLUMNS + EXTRA_COLUMNS
 POINT_COLUMNS = ["mode", "connections", "idle", "pipeline", "msg_size", "offered_rate",
                  "work_us", "block_us"]
 RUN_COLUMNS = (["scenario", "server", "rep"] + POINT_COLUMNS + [
-    "throughput_msgs", "throughput_mbps", "achieved_rate", "p50_us", "p90_us", "p99_us",
-    "p999_us", "max_us", "errors", "server_cpu_s", "client_cpu_s", "wakeups_per_msg",
+    "throughput_msgs", "throughput_mbps", "achieved_rate", "answered_rate", "p50_us", "p90_us",
+    "p99_us", "p999_us", "max_us", "errors", "server_cpu_s", "client_cpu_s", "wakeups_per_msg",
     "ctl_per_msg", "syscalls_per_msg", "events_per_wakeup", "ctx_switches_per_msg",
     "server_cpu_us_per_msg", "client_busy_s", "client_cpu_us_per_msg", "client_util_max",
     "send_lag_p99_us", "bytes_echoed", "server_bytes_out", "bytes_match", "foreign_cpu_share",
@@ -47,8 +49,8 @@ RUN_COLUMNS = (["scenario", "server", "rep"] + POINT_COLUMNS + [
 
 # Columns whose per-point value is the median over the repetitions.
 MEDIAN_COLUMNS = [
-    "throughput_msgs", "throughput_mbps", "achieved_rate", "p50_us", "p90_us", "p99_us",
-    "p999_us", "max_us", "server_cpu_s", "client_cpu_s", "wakeups_per_msg", "ctl_per_msg",
+    "throughput_msgs", "throughput_mbps", "achieved_rate", "answered_rate", "p50_us", "p90_us",
+    "p99_us", "p999_us", "max_us", "server_cpu_s", "client_cpu_s", "wakeups_per_msg", "ctl_per_msg",
     "syscalls_per_msg", "events_per_wakeup", "ctx_switches_per_msg", "server_cpu_us_per_msg",
     "client_busy_s", "client_cpu_us_per_msg", "client_util_max", "send_lag_p99_us",
     "foreign_cpu_share",
@@ -93,6 +95,7 @@ def run_row(scenario: str, rep: int, record: dict, raw_name: str) -> dict:
         "throughput_msgs": gen["throughput_msgs"],
         "throughput_mbps": gen["throughput_mbps"],
         "achieved_rate": gen["achieved_rate"],
+        "answered_rate": "" if gen.get("answered_rate") is None else gen["answered_rate"],
         "p50_us": latency["p50"],
         "p90_us": latency["p90"],
         "p99_us": latency["p99"],

@@ -85,8 +85,11 @@ class FaultyEchoServer {
   std::thread thread_;
 };
 
+// `late_ns`: the worker starts that long after the schedule did, as a generator
+// thread that was descheduled would.
 WorkerResult run_against(Fault fault, std::uint64_t* server_bytes_out = nullptr,
-                         Mode mode = Mode::kClosed, std::int64_t window_ns = 100'000'000) {
+                         Mode mode = Mode::kClosed, std::int64_t window_ns = 100'000'000,
+                         std::int64_t late_ns = 0) {
   FaultyEchoServer server(fault);
   LoadConfig config;
   config.port = server.port();
@@ -101,6 +104,8 @@ WorkerResult run_against(Fault fault, std::uint64_t* server_bytes_out = nullptr,
   t.measure_until = t.start + window_ns;
   t.drain_deadline = t.measure_until + 1'000'000'000;
   t.close_deadline = t.drain_deadline + 1'000'000'000;
+  if (late_ns > 0)
+    std::this_thread::sleep_for(std::chrono::nanoseconds(t.start + late_ns - now_ns()));
   worker.run(t);
   if (server_bytes_out != nullptr) *server_bytes_out = server.bytes_out();
   return worker.result();
@@ -162,6 +167,21 @@ TEST(LoadgenLatency, TheOpenLoopChargesAStallToEveryMessageDueDuringIt) {
   EXPECT_EQ(closed.errors.total(), 0u);
   EXPECT_GE(closed.latency.max(), 90'000'000);
   EXPECT_LE(slower_than(closed.latency, 40'000'000), 3u);
+}
+
+// A generator that wakes up after the whole window has passed still owes its
+// schedule: every message due in the window is sent, and charged from the time
+// it was due.
+TEST(LoadgenLatency, ALateGeneratorStillSendsTheWholeSchedule) {
+  constexpr std::int64_t kWindow = 50'000'000;
+  constexpr std::int64_t kLate = 80'000'000;
+  const WorkerResult r = run_against(Fault::kNone, nullptr, Mode::kOpen, kWindow, kLate);
+  EXPECT_EQ(r.errors.total(), 0u);
+  EXPECT_EQ(r.window_scheduled, 100u);  // 2000 msg/s for 50 ms
+  EXPECT_EQ(r.window_due_answered, 100u);
+  EXPECT_EQ(r.latency.count(), 100u);
+  // The first message was due 80 ms before anything was sent.
+  EXPECT_GE(r.latency.max(), kLate);
 }
 
 }  // namespace

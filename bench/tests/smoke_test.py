@@ -2,7 +2,8 @@
 
 - every run: the bytes the generator read back equal the server's bytes_out,
   and no errors;
-- the open-loop run (far below saturation): achieved rate within 1% of offered;
+- the open-loop run (far below saturation): the generator kept its schedule, and the
+  answered rate is within 1% of the offered rate;
 - results.csv, runs.csv, machine.json and every chart exist and hold sane numbers.
 
   python3 smoke_test.py --build-info BUILD/bench/muxbench-build.json --out DIR
@@ -74,9 +75,18 @@ def check_runs(out: Path, servers: list[str], scenarios: list[str]) -> None:
               f"{where}: server read {raw['stats']['bytes_in']} bytes, generator sent "
               f"{raw['loadgen']['bytes']['sent']}")
         if row["mode"] == "open":
-            offered, achieved = row["offered_rate"], row["achieved_rate"]
-            check(abs(achieved - offered) <= 0.01 * offered,
-                  f"{where}: achieved {achieved:.1f} msg/s of {offered} offered (more than 1% off)")
+            # The generator kept its schedule (exactly rate x window messages fell
+            # due) and, far below saturation, every one of them was answered. The
+            # answers that happened to land inside the window are not checked: a
+            # few milliseconds' stall of a busy test machine at either edge of the
+            # window moves more than 1% of them across it.
+            offered, answered = row["offered_rate"], row["answered_rate"]
+            window = raw["loadgen"]["window_s"]
+            due = raw["loadgen"]["messages"]["window_scheduled"]
+            check(abs(due - offered * window) <= 1,
+                  f"{where}: {due} messages fell due in the window, not {offered * window:.0f}")
+            check(abs(answered - offered) <= 0.01 * offered,
+                  f"{where}: answered {answered:.1f} msg/s of {offered} offered (more than 1% off)")
     seen = {(r["scenario"], r["server"]) for r in runs}
     for scenario in scenarios:
         for server in servers:

@@ -1,0 +1,1 @@
+"""muxbench: the runner of the comparative benchmark (see bench/README.md)."""
