@@ -21,13 +21,19 @@ int run_server(int argc, char** argv, const ServerSpec& spec, const ServerLoop& 
   try {
     Fd listener = listen_tcp(options.host, options.port);
     Acceptor acceptor(counters, tracer);
-    std::printf("listening on %s\n", local_address(listener.get()).c_str());
-    std::fflush(stdout);
-    if (!options.pitfall.empty()) {
-      std::fprintf(stderr, "%s: pitfall '%s' is ON: this server is broken on purpose\n",
-                   spec.name.c_str(), options.pitfall.c_str());
-    }
-    ServerContext ctx{options, listener, shutdown, counters, tracer, acceptor, extra_stats};
+    bool announced = false;
+    auto announce = [&] {
+      if (announced) return;
+      announced = true;
+      std::printf("listening on %s\n", local_address(listener.get()).c_str());
+      std::fflush(stdout);
+      if (!options.pitfall.empty()) {
+        std::fprintf(stderr, "%s: pitfall '%s' is ON: this server is broken on purpose\n",
+                     spec.name.c_str(), options.pitfall.c_str());
+      }
+    };
+    ServerContext ctx{options, listener, shutdown, counters, tracer, acceptor, extra_stats,
+                      announce};
     loop(ctx);
   } catch (const SystemError& e) {
     std::fprintf(stderr, "%s: %s\n", spec.name.c_str(), e.what());

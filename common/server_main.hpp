@@ -26,6 +26,11 @@ struct ServerContext {
   Acceptor& acceptor;
   // Technique-specific numbers for the stats file (e.g. select's FD_SETSIZE rejects).
   std::map<std::string, std::uint64_t>& extra_stats;
+  // Prints "listening on HOST:PORT" (once, however often it is called). A loop
+  // calls it when its own kernel objects exist (the epoll instance, the worker
+  // threads): a server that cannot create them exits 1 before anyone was told
+  // it is ready, and no client connects to a server that is about to die.
+  std::function<void()> ready;
 };
 
 // The loop returns when ctx.shutdown.requested(); it throws SystemError only for

@@ -71,6 +71,7 @@ class EpollEtServer {
 
   void run() {
     std::array<epoll_event, kMaxEvents> events;
+    ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
       // Connections on the ready list still have input that the kernel will
       // not announce again: sleeping now could leave them waiting for ever.

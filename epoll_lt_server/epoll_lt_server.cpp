@@ -57,6 +57,7 @@ class EpollLtServer {
 
   void run() {
     std::array<epoll_event, kMaxEvents> events;
+    ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
       for (const epoll_event& event : wait_for_events(epoll_.get(), events, -1, ctx_)) {
         dispatch(event);

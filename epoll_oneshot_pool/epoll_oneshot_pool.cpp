@@ -156,6 +156,7 @@ class WorkerPool {
       for (unsigned i = 0; i < pool_.min_threads; ++i) start_worker_locked();
       if (live_ == 0) throw SystemError("cannot start any worker thread", EAGAIN);
     }
+    ctx_.ready();  // the epoll instance and the first workers exist
     wait_for_stop();
     shut_down();
   }

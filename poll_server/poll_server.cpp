@@ -34,6 +34,7 @@ class PollServer {
   }
 
   void run() {
+    ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
       const int ready = ::poll(slots_.data(), slots_.size(), -1);
       if (ready < 0) {

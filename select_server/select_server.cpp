@@ -43,6 +43,7 @@ class SelectServer {
   explicit SelectServer(ServerContext& ctx) : ctx_(ctx) {}
 
   void run() {
+    ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
       build_sets();
       // Linux writes the time not slept back into the timeval, so it must be

@@ -21,11 +21,14 @@ const ServerSpec kSpec{
 };
 
 void wait_for_shutdown(ServerContext& ctx) {
-  // run_server() has parsed the flags, bound the listener, printed
-  // "listening on HOST:PORT" and turned SIGINT/SIGTERM into a readable
-  // descriptor, ctx.shutdown.fd(). When this function returns, it writes the
-  // --stats-json file and exits 0.
-  //
+  // run_server() has parsed the flags, bound the listener and turned
+  // SIGINT/SIGTERM into a readable descriptor, ctx.shutdown.fd(). ctx.ready()
+  // prints "listening on HOST:PORT": a loop calls it once everything it needs
+  // exists, so a server that cannot start says so before anyone connects.
+  // When this function returns, run_server() writes the --stats-json file and
+  // exits 0.
+  ctx.ready();
+
   // TODO: sleep until ctx.shutdown.fd() is readable, without burning CPU:
   // poll() it with no timeout (retry when poll fails with EINTR). Then count
   // the wakeup (ctx.counters.wakeups.add()) and trace it with

@@ -31,6 +31,7 @@ class Loop {
   explicit Loop(ServerContext& ctx) : ctx_(ctx) {}
 
   void run() {
+    ctx_.ready();  // given: prints "listening on"; your descriptors exist by now
     while (!ctx_.shutdown.requested()) {
       fd_set readable;
       fd_set writable;

@@ -31,6 +31,7 @@ class Loop {
   }
 
   void run() {
+    ctx_.ready();  // given: prints "listening on"; your descriptors exist by now
     while (!ctx_.shutdown.requested()) {
       // TODO(1): call poll() on the whole array, retry on EINTR, throw
       // SystemError("poll", errno) otherwise. Count wakeups and events and

@@ -32,6 +32,7 @@ class Loop {
   }
 
   void run() {
+    ctx_.ready();  // given: prints "listening on"; your descriptors exist by now
     while (!ctx_.shutdown.requested()) {
       // TODO(2): epoll_wait() into events_, retry on EINTR. Count wakeups and
       // events, trace the wakeup and each event (epoll_flags_text helps).

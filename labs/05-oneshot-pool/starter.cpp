@@ -54,6 +54,7 @@ class Pool {
   }
 
   void run() {
+    ctx_.ready();  // given: prints "listening on"; your descriptors exist by now
     // TODO(2): start pool_options.min_threads workers running worker(). Hand
     // each thread everything it needs BEFORE it starts: a thread that reads a
     // field its creator sets after std::thread's constructor has a data race.

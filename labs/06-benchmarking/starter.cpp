@@ -30,6 +30,7 @@ class ThreadPerConnection {
   explicit ThreadPerConnection(ServerContext& ctx) : ctx_(ctx) {}
 
   void run() {
+    ctx_.ready();  // given: prints "listening on"; your descriptors exist by now
     // The acceptor waits for the listener or for the shutdown descriptor.
     pollfd watched[2] = {{ctx_.shutdown.fd(), POLLIN, 0}, {ctx_.listener.get(), POLLIN, 0}};
     while (!ctx_.shutdown.requested()) {

@@ -138,6 +138,7 @@ void serve(ServerContext& ctx) {
   Server server;
   server.ctx = &ctx;
   server.epoll_fd = epoll_create_or_throw().release();
+  ctx.ready();
   pthread_spin_init(&server.lock, PTHREAD_PROCESS_PRIVATE);
   // Tag 0 marks the listener.
   epoll_control(server.epoll_fd, EPOLL_CTL_ADD, ctx.listener.get(), EPOLLIN | EPOLLET, 0,

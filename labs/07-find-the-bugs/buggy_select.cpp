@@ -29,6 +29,7 @@ void serve(ServerContext& ctx) {
   const int listen_fd = ctx.listener.get();
   std::list<int> fds;  // the listener, then every client
   fds.push_back(listen_fd);
+  ctx.ready();
 
   fd_set readable;
   fd_set urgent;
