@@ -218,7 +218,7 @@ class WorkerPool {
         continue;
       }
       ctx_.counters.events.add();
-      if (event.data.u64 == kWakeTag) {
+      if (event.data.u64 == kWakeTag || ctx_.shutdown.requested()) {
         ctx_.tracer.line("worker %u wakeup: fd %d (stop)", id, wake_.get());
         return;
       }
@@ -334,8 +334,8 @@ class WorkerPool {
   // connection re-armed while still readable is queued again at once, behind
   // the connections that were already waiting. That is what keeps one fast
   // sender from holding a worker forever.
-  static void read_turn(EchoConnection& echo) {
-    for (int turn = 0; turn < kReadsPerTurn; ++turn) {
+  void read_turn(EchoConnection& echo) {
+    for (int turn = 0; turn < kReadsPerTurn && !ctx_.shutdown.requested(); ++turn) {
       if (echo.read_once() != EchoConnection::Io::kProgress) return;
       echo.flush();
     }
