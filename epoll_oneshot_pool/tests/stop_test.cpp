@@ -55,8 +55,8 @@ class Streamers {
           if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) polled[i].fd = -1;
         }
         if (polled[i].fd >= 0 && (polled[i].revents & POLLOUT)) {
-          const ssize_t n = ::send(fd, message.data() + offset[i], message.size() - offset[i],
-                                   MSG_NOSIGNAL);
+          const ssize_t n =
+              ::send(fd, message.data() + offset[i], message.size() - offset[i], MSG_NOSIGNAL);
           if (n > 0) offset[i] = (offset[i] + static_cast<std::size_t>(n)) % message.size();
           if (n < 0 && errno != EAGAIN && errno != EINTR) polled[i].fd = -1;
         }
