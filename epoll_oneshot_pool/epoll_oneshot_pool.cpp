@@ -15,9 +15,9 @@
 // an eventfd and joins them. Workers also check the stop request after every
 // epoll_wait() and between read chunks: under load the wake-up is one entry
 // among many ready connections. Work in flight is dropped, not finished: the
-// chunk in hand completes and what the socket takes at once is written, then
-// nothing more is read or re-armed, and the connections still open are closed
-// after the join. A stop costs at most one request chunk, however busy.
+// chunk in hand completes and what the socket takes at once is written, no
+// more input is read, events taken later are dropped, and the connections
+// still open are closed after the join. A stop costs one chunk, however busy.
 //
 // Beside it: pool_options.* (flags, pitfalls, keepalive), elastic_threads.*
 // (growing and shrinking the workers), no_oneshot.hpp (what the pitfall adds),
