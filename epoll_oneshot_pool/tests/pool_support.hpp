@@ -85,6 +85,7 @@ class PoolTest : public ::testing::Test {
     return *server_;
   }
   ServerProcess& server() { return *server_; }
+  const std::string& stats_path() const { return stats_path_; }
 
   // SIGTERM, a clean exit, no sanitizer report; returns the stats file.
   nlohmann::json stop() {

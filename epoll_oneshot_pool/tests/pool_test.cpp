@@ -71,8 +71,9 @@ std::size_t send_until_stuck(int fd, std::size_t limit, std::chrono::millisecond
 }
 
 TEST_F(PoolTest, SlowReaderNeverHoldsTheOnlyWorker) {
-  // One worker, no growth: if it ever waited for the hog to drain (the seed's
-  // blocking send parks it on a condition variable), nobody else would be served.
+  // One worker, no growth: if it ever waited for the hog to drain (a blocking
+  // send that parks the worker until the socket takes more), nobody else would
+  // be served.
   start({"--min-threads", "1", "--max-threads", "1", "--buffer-cap", "65536"});
   Fd hog = connect_to(server().port());
   Fd other = connect_to(server().port());

@@ -50,8 +50,8 @@ class Load {
           }
           fd = connect_to(port);
         }
-        const auto seed = static_cast<std::uint32_t>(id * 100003 + round);
-        const std::string message = pattern(1 + (seed * 7919u) % 6000, seed);
+        const auto salt = static_cast<std::uint32_t>(id * 100003 + round);
+        const std::string message = pattern(1 + (salt * 7919u) % 6000, salt);
         const std::string echo = round_trip(fd.get(), message, 20s);
         if (echo != message) {
           // A stop may cut an echo short, but never change or reorder a byte.
