@@ -284,7 +284,7 @@ TEST(PitfallAcceptOnce, DefaultModeAcceptsTheWholeBurst) {
 // --work-us) wait in one batch; the server is signalled once it has begun
 // working through it. A loop that looks at the stop request only after the
 // whole batch needs 5 s (LT) or 10 s (ET) more.
-TEST(Shutdown, StopsWithinThreeSecondsInTheMiddleOfACostlyBatch) {
+TEST(EdgeTriggered, StopsWithinThreeSecondsOfSigtermInACostlyBatch) {
   ServerProcess server({EPOLL_ET_SERVER_PATH, {"--work-us", "100000"}, std::nullopt});
   const auto took = stop_in_a_busy_batch(server, 50, 2 * 16 * 1024, 3s);
   ASSERT_TRUE(took.has_value()) << "not stopped (exit 0) within 3 s of SIGTERM";
