@@ -2,7 +2,7 @@
 //
 // With EPOLLET a descriptor is reported when its state changes, not while it
 // stays ready. So: register once, IN|OUT|ET; read until the edge is used up
-// (EAGAIN, or a read shorter than asked unless the edge came with a hang-up);
+// (EAGAIN, or a read shorter than asked unless a hang-up or EPOLLPRI came);
 // keep what is left unused (fairness budget, full buffer) on a ready list.
 //
 // Both epoll servers run a batch of events, then one turn for each connection
@@ -139,7 +139,7 @@ class Server {
     auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
     // Once, never modified: EPOLLOUT fires on a change, not "while writable";
     // input is read only when we ask. ADD reports data that came before it.
-    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     const std::uint64_t tag = table_.insert(number, std::move(client));
     // data carries the generation tag, never a pointer (connection_table.hpp).
     epoll_event event{.events = events, .data = {.u64 = tag}};
@@ -158,9 +158,10 @@ class Server {
       ++reads;
       io = echo.read_once();
       // EAGAIN, FIN or error use the edge up; so does a short read (the queue
-      // is empty), unless a FIN waits behind the data with no edge of its own.
+      // is empty), unless a FIN waits behind the data with no edge of its own,
+      // or urgent data (EPOLLPRI) cut the read short at its mark.
       const bool emptied =
-          echo.last_read_short() && !(client.pending & kHangUp) && !drain_to_eagain;
+          echo.last_read_short() && !(client.pending & (kHangUp | EPOLLPRI)) && !drain_to_eagain;
       if (io != EchoConnection::Io::kProgress || emptied) client.pending = 0;
       // PITFALL no-drain: one read per edge; what is left made its edge already.
       if (ctx_.options.pitfall_is("no-drain")) client.pending = 0;

@@ -279,6 +279,26 @@ TEST(PitfallAcceptOnce, DefaultModeAcceptsTheWholeBurst) {
   EXPECT_EQ(listener_backlog(server.port()), 0u);
 }
 
+// TCP urgent data cuts a read short at its mark: read() returns the bytes
+// before it although more are queued behind. The short-read rule must not
+// trust such a read: the event carries EPOLLPRI, and the reads go on (the
+// urgent byte itself is dropped from the stream, as for every server here).
+TEST(EdgeTriggered, UrgentDataDoesNotStallTheBytesBehindIt) {
+  ServerProcess server({EPOLL_ET_SERVER_PATH, {}, std::nullopt});
+  Fd client = connect_to(server.port());
+  ASSERT_EQ(round_trip(client.get(), "hi"), "hi");
+  ASSERT_TRUE(wait_until_idle(server.pid(), Clock::now() + 5s));
+  // All of it in the socket before the server looks: one edge.
+  ASSERT_TRUE(freeze(server.pid(), Clock::now() + 5s));
+  ASSERT_EQ(::send(client.get(), "abc", 3, 0), 3);
+  ASSERT_EQ(::send(client.get(), "!", 1, MSG_OOB), 1);
+  ASSERT_EQ(::send(client.get(), "def", 3, 0), 3);
+  ASSERT_TRUE(wait_until([&] { return unread_by_server(server.port(), client.get()) >= 6u; },
+                         Clock::now() + 5s));
+  thaw(server.pid());
+  EXPECT_EQ(receive(client.get(), 6, Clock::now() + 5s), "abcdef");
+}
+
 // SIGTERM must stop the server within 3 s whatever a request costs. Fifty
 // clients' 32 KiB requests (two read chunks, each read costing 100 ms of
 // --work-us) wait in one batch; the server is signalled once it has begun

@@ -3,12 +3,15 @@
 // so the extra read() that would only hear EAGAIN can be skipped: the next
 // bytes raise a new edge. The exception is a hang-up reported with the data:
 // the FIN already sits behind the bytes just read and will raise no edge of
-// its own. epoll_et_server's default turn is built on these two rules
+// its own; and TCP urgent data, at whose mark a read stops short.
+// epoll_et_server's default turn is built on these rules
 // (labs/04-epoll-et/the-diff.md walks through them).
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "kernel_view.hpp"
 #include "rules_support.hpp"
 
 namespace muxlab::rules {
@@ -71,6 +74,34 @@ TEST_P(EpollEtShortRead, AFinReportedWithTheDataMakesNoNewEdge) {
   EXPECT_TRUE(wait_events(ep.get(), kQuiet).empty()) << "the FIN raised an edge of its own";
   char byte = 0;
   EXPECT_EQ(::read(pair.b.get(), &byte, 1), 0) << "end of stream";
+}
+
+// The one other way a stream read stops short with bytes still queued: TCP
+// urgent data. read() stops at the urgent mark; the event that reported the
+// data also says EPOLLPRI (when asked for), which is how a server knows not
+// to trust that short read.
+TEST(EpollEtShortReadTcp, AnUrgentMarkCutsAReadShortAndIsReportedAsPri) {
+  Pair pair = connected_pair(Transport::kTcp);
+  Fd ep = make_epoll();
+  ASSERT_EQ(ctl(ep.get(), EPOLL_CTL_ADD, pair.b.get(), EPOLLIN | EPOLLPRI | EPOLLET), 0);
+  ASSERT_TRUE(send_now(pair.a.get(), "abc"));
+  ASSERT_TRUE(send_now(pair.a.get(), "!", MSG_OOB));
+  ASSERT_TRUE(send_now(pair.a.get(), "def"));
+  // FIONREAD stops counting at the mark too; /proc/net/tcp counts all 7 bytes.
+  sockaddr_in local{};
+  socklen_t length = sizeof local;
+  ASSERT_EQ(::getsockname(pair.b.get(), reinterpret_cast<sockaddr*>(&local), &length), 0);
+  ASSERT_TRUE(test::wait_until(
+      [&] { return test::unread_by_server(ntohs(local.sin_port), pair.a.get()) == 7u; },
+      Clock::now() + kDeadline));
+  EXPECT_EQ(single_event(wait_reported(ep.get())), std::uint32_t{EPOLLIN | EPOLLPRI});
+  EXPECT_EQ(read_now(pair.b.get(), kAsked), "abc") << "the read stops at the mark";
+  // Short, yet not empty: the urgent byte and "def" are still queued (even
+  // FIONREAD says 0 here: it too stops counting at the mark).
+  EXPECT_EQ(test::unread_by_server(ntohs(local.sin_port), pair.a.get()), 4u);
+  EXPECT_TRUE(wait_events(ep.get(), kQuiet).empty()) << "and no new edge for the rest";
+  // Reading on skips the urgent byte (not SO_OOBINLINE) and gets the rest.
+  EXPECT_EQ(read_now(pair.b.get(), kAsked), "def");
 }
 
 }  // namespace
