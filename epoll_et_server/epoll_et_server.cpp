@@ -13,15 +13,14 @@
 #include <sys/epoll.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <deque>
 #include <memory>
 
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
+#include "ready_list.hpp"
 #include "server_main.hpp"
 
 namespace muxlab {
@@ -95,17 +94,22 @@ class Server {
       if (ready < 0) throw SystemError("epoll_wait", errno);
       count_wakeup(ctx_, timeout, ready);
       for (int i = 0; i < ready; ++i) dispatch(events[i]);
-      take_turns();
+      // One turn for each client this batch (or an earlier pass) made ready.
+      // The stop request is checked between turns: SIGTERM must not wait for
+      // a pass of costly requests (--work-us).
+      ready_.take_turns(
+          table_, [this] { return ctx_.shutdown.requested(); },
+          [this](Client& client, std::uint64_t tag) { serve(client, tag); });
     }
     ctx_.extra_stats["budget_exhausted"] = budget_exhausted_;
-    ctx_.extra_stats["ready_list_peak"] = ready_list_peak_;
+    ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
   }
 
  private:
   static constexpr int kMaxEvents = 256;
 
-  // An event only records what changed; the work happens in take_turns(), so
+  // An event only records what changed; the work happens in the turns, so
   // that every connection made ready by this batch gets its turn in order.
   void dispatch(const epoll_event& event) {
     const std::uint64_t tag = event.data.u64;
@@ -115,7 +119,7 @@ class Server {
     Client* client = table_.find_live(tag);
     if (client == nullptr) return;
     client->pending |= event.events;
-    queue(*client, tag);
+    ready_.push(*client, tag);
   }
 
   void accept_clients() {
@@ -176,39 +180,15 @@ class Server {
     // Input left and room for it: no edge will come (a full buffer gets EPOLLOUT).
     if ((client.pending & kInput) && echo.can_read()) {
       ++budget_exhausted_;
-      queue(client, tag);
-    }
-  }
-
-  void queue(Client& client, std::uint64_t tag) {
-    if (client.queued) return;
-    client.queued = true;
-    ready_.push_back(tag);
-    ready_list_peak_ = std::max<std::uint64_t>(ready_list_peak_, ready_.size());
-  }
-
-  void take_turns() {
-    // One turn for each connection on the ready list when the pass began.
-    // The stop request is checked between turns: SIGTERM must not wait for a
-    // pass of costly requests (--work-us).
-    for (std::size_t turns = ready_.size(); turns > 0 && !ctx_.shutdown.requested(); --turns) {
-      const std::uint64_t tag = ready_.front();
-      ready_.pop_front();
-      // The tag, not a pointer, is queued: a client evicted since then is
-      // simply not found, like a stale event.
-      Client* client = table_.find(tag);
-      if (client == nullptr) continue;
-      client->queued = false;
-      serve(*client, tag);
+      ready_.push(client, tag);
     }
   }
 
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
-  std::deque<std::uint64_t> ready_;  // tags of connections to serve
+  ReadyList<Client> ready_;
   std::uint64_t budget_exhausted_ = 0;
-  std::uint64_t ready_list_peak_ = 0;
 };
 
 }  // namespace

@@ -12,15 +12,14 @@
 // (labs/04-epoll-et/the-diff.md walks through it).
 #include <sys/epoll.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <deque>
 #include <memory>
 
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
+#include "ready_list.hpp"
 #include "server_main.hpp"
 
 namespace muxlab {
@@ -86,18 +85,23 @@ class Server {
       if (ready < 0) throw SystemError("epoll_wait", errno);
       count_wakeup(ctx_, timeout, ready);
       for (int i = 0; i < ready; ++i) dispatch(events[i]);
-      take_turns();
+      // One turn for each client this batch (or an earlier pass) made ready.
+      // The stop request is checked between turns: SIGTERM must not wait for
+      // a pass of costly requests (--work-us).
+      ready_.take_turns(
+          table_, [this] { return ctx_.shutdown.requested(); },
+          [this](Client& client, std::uint64_t tag) { serve(client, tag); });
     }
     ctx_.extra_stats["epollout_armed"] = epollout_armed_;
     ctx_.extra_stats["epollout_disarmed"] = epollout_disarmed_;
-    ctx_.extra_stats["ready_list_peak"] = ready_list_peak_;
+    ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
   }
 
  private:
   static constexpr int kMaxEvents = 256;
 
-  // An event only records what changed; the work happens in take_turns(), so
+  // An event only records what changed; the work happens in the turns, so
   // that every connection made ready by this batch gets its turn in order.
   void dispatch(const epoll_event& event) {
     const std::uint64_t tag = event.data.u64;
@@ -107,7 +111,7 @@ class Server {
     Client* client = table_.find_live(tag);
     if (client == nullptr) return;
     client->pending |= event.events;
-    queue(*client, tag);
+    ready_.push(*client, tag);
   }
 
   void accept_clients() {
@@ -148,29 +152,6 @@ class Server {
     rearm(client, tag);
   }
 
-  void queue(Client& client, std::uint64_t tag) {
-    if (client.queued) return;
-    client.queued = true;
-    ready_.push_back(tag);
-    ready_list_peak_ = std::max<std::uint64_t>(ready_list_peak_, ready_.size());
-  }
-
-  void take_turns() {
-    // One turn for each connection on the ready list when the pass began.
-    // The stop request is checked between turns: SIGTERM must not wait for a
-    // pass of costly requests (--work-us).
-    for (std::size_t turns = ready_.size(); turns > 0 && !ctx_.shutdown.requested(); --turns) {
-      const std::uint64_t tag = ready_.front();
-      ready_.pop_front();
-      // The tag, not a pointer, is queued: a client evicted since then is
-      // simply not found, like a stale event.
-      Client* client = table_.find(tag);
-      if (client == nullptr) continue;
-      client->queued = false;
-      serve(*client, tag);
-    }
-  }
-
   std::uint32_t interest(const EchoConnection& echo) const {
     // EPOLLHUP and EPOLLERR are always reported and need not be asked for.
     std::uint32_t events = echo.can_read() ? EPOLLIN | EPOLLRDHUP : 0;
@@ -200,10 +181,9 @@ class Server {
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
-  std::deque<std::uint64_t> ready_;  // tags of connections to serve
+  ReadyList<Client> ready_;
   std::uint64_t epollout_armed_ = 0;
   std::uint64_t epollout_disarmed_ = 0;
-  std::uint64_t ready_list_peak_ = 0;
 };
 
 }  // namespace
