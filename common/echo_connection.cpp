@@ -39,6 +39,7 @@ EchoConnection::Io EchoConnection::read_once() {
     const ssize_t n = ::read(fd_.get(), space.data(), room);
     if (n > 0) {
       outbox_.commit(static_cast<std::size_t>(n));
+      last_read_short_ = static_cast<std::size_t>(n) < room;
       counters_.bytes_in.add(static_cast<std::uint64_t>(n));
       counters_.max_pending_bytes.raise_to(pending());
       simulate_request_cost(options_);

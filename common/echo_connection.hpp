@@ -48,6 +48,8 @@ class EchoConnection {
   bool wants_write() const { return !failed_ && pending() > 0; }
   bool finished() const { return failed_ || (peer_closed_ && pending() == 0); }
   bool peer_closed() const { return peer_closed_; }
+  // The last read_once() that made progress got fewer bytes than it asked for.
+  bool last_read_short() const { return last_read_short_; }
   std::size_t pending() const { return outbox_.size(); }
 
  private:
@@ -58,6 +60,7 @@ class EchoConnection {
   ByteQueue outbox_;
   bool peer_closed_ = false;
   bool failed_ = false;
+  bool last_read_short_ = false;
 };
 
 }  // namespace muxlab

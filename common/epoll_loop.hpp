@@ -1,37 +1,48 @@
-// wait_for_events(): the epoll_wait() call of the single-threaded epoll servers
-// with its bookkeeping, so each server's file shows only what it decides: the
-// timeout it passes and what it does with each event.
+// Bookkeeping of the single-threaded epoll servers, one line each in their
+// loops: counting a wakeup, wording a turn for --trace. The system calls, and
+// the rules they rely on, stay in each server's own file.
 #pragma once
 
-#include <sys/epoll.h>
-
-#include <cerrno>
 #include <cstdint>
-#include <span>
 
+#include "echo_connection.hpp"
 #include "server_main.hpp"
 
 namespace muxlab {
 
-// Returns the ready events (none when timeout_ms is 0 and nothing is ready),
-// counted as one wakeup and traced. EINTR is retried: a shutdown signal has
-// also made the self-pipe readable, and the pipe is in the interest list, so
-// the next call returns at once. (Being stopped and continued, SIGSTOP then
-// SIGCONT, also makes epoll_wait fail with EINTR, without any handler.)
-inline std::span<epoll_event> wait_for_events(int epoll_fd, std::span<epoll_event> buffer,
-                                              int timeout_ms, ServerContext& ctx) {
-  for (;;) {
-    const int ready =
-        ::epoll_wait(epoll_fd, buffer.data(), static_cast<int>(buffer.size()), timeout_ms);
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      throw SystemError("epoll_wait", errno);
-    }
-    ctx.counters.wakeups.add();
-    ctx.counters.events.add(static_cast<std::uint64_t>(ready));
-    ctx.tracer.line("wakeup: epoll_wait(timeout %d) returned %d", timeout_ms, ready);
-    return buffer.first(static_cast<std::size_t>(ready));
+// One wakeup that returned `ready` events: counted, and traced with the
+// timeout it was called with.
+inline void count_wakeup(ServerContext& ctx, int timeout_ms, int ready) {
+  ctx.counters.wakeups.add();
+  ctx.counters.events.add(static_cast<std::uint64_t>(ready));
+  ctx.tracer.line("wakeup: epoll_wait(timeout %d) returned %d", timeout_ms, ready);
+}
+
+// The --trace line of one turn that read: "turn: N reads, <outcome>".
+inline void trace_turn(ServerContext& ctx, int fd, int reads, const char* outcome) {
+  ctx.tracer.line("  fd %d: turn: %d read%s, %s", fd, reads, reads == 1 ? "" : "s", outcome);
+}
+
+// How a turn of reads ended, for the --trace line "turn: N reads, <this>".
+// `unread`: the server still counts on input it was told about.
+inline const char* turn_outcome(const EchoConnection& echo, EchoConnection::Io last, bool unread) {
+  switch (last) {
+    case EchoConnection::Io::kWouldBlock:
+      return "drained to EAGAIN";
+    case EchoConnection::Io::kPeerClosed:
+      return "read the FIN";
+    case EchoConnection::Io::kFailed:
+      return "read failed";
+    case EchoConnection::Io::kProgress:
+      break;
   }
+  if (echo.finished()) return "write failed";
+  if (unread) {
+    return echo.can_read() ? "budget spent, back on the ready list"
+                           : "buffer full, waiting for EPOLLOUT";
+  }
+  if (echo.last_read_short()) return "short read, nothing left";
+  return "stopped after one read (pitfall no-drain), data left behind";
 }
 
 }  // namespace muxlab

@@ -1,102 +1,115 @@
 // epoll_et_server: the echo service on epoll(7), edge-triggered.
 //
-// With EPOLLET a descriptor is reported when its state changes (bytes arrive,
-// send-buffer space frees up, a connection lands in the backlog), not for as
-// long as it stays ready. Three rules follow, and this file is built on them:
-//  * every descriptor is non-blocking and every read, accept and write loop runs
-//    until EAGAIN: that answer is the only proof the kernel will report the
-//    next change;
-//  * readiness the server chooses not to use up yet (the fairness budget below,
-//    a full output buffer) will not be reported again: the server must remember
-//    it itself, on a user-space ready list;
-//  * interest never has to change, so a connection costs exactly one
-//    epoll_ctl() in its whole life (compare ctl_calls with epoll_lt_server's).
+// With EPOLLET a descriptor is reported when its state changes, not while it
+// stays ready. So: register once, IN|OUT|ET; read until the edge is used up
+// (EAGAIN, or a read shorter than asked unless a hang-up or EPOLLPRI came);
+// keep what is left unused (fairness budget, full buffer) on a ready list.
+//
+// Both epoll servers run a batch of events, then one turn for each connection
+// it made ready, and check the stop request between turns (a turn may cost a
+// lot: --work-us). epoll_lt_server.cpp and epoll_et_server.cpp share this
+// skeleton, its names and order: their diff is what edge-triggering changes
+// (labs/04-epoll-et/the-diff.md walks through it).
 #include <sys/epoll.h>
 
-#include <algorithm>
+#include <CLI/CLI.hpp>
 #include <array>
-#include <deque>
+#include <cerrno>
 #include <memory>
 
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
-#include "epoll_util.hpp"
+#include "ready_list.hpp"
 #include "server_main.hpp"
 
 namespace muxlab {
 namespace {
 
+bool drain_to_eagain = false;  // --drain-to-eagain
+
 const ServerSpec kSpec{
     .name = "epoll_et_server",
     .summary = "TCP echo server on edge-triggered epoll(7) with a fairness budget",
-    .pitfalls =
-        {{"no-drain",
-          "one read per edge, as if it were level-triggered: a message longer than one read "
-          "chunk (16 KiB) stalls until the client sends something more"},
-         {"blocking",
-          "drain loop on blocking sockets: the read that should say EAGAIN waits for the client "
-          "instead, and the whole server stops serving everyone else"},
-         {"accept-once",
-          "one accept per edge on the listener: of a burst of connections, all but one wait in "
-          "the backlog until a later connection arrives"}},
-    .add_options = {},
+    .pitfalls = {{"no-drain", "one read per edge: a message over one 16 KiB chunk stalls"},
+                 {"blocking", "blocking sockets: the read that should say EAGAIN stops the server"},
+                 {"accept-once", "one accept per edge: all but one of a burst of clients wait"}},
+    .add_options =
+        [](CLI::App& app) {
+          app.add_flag("--drain-to-eagain", drain_to_eagain,
+                       "the textbook loop: after a short read, read on until EAGAIN");
+        },
     .validate = {},
     .offers_max_connections = true,
 };
-
-// How many read() calls one connection gets per turn. Draining to EAGAIN in
-// one go would let a client that sends faster than we echo keep the loop to
-// itself; 4 x 16 KiB per turn, then everyone else who is ready gets a turn.
-constexpr int kReadsPerTurn = 4;
 
 struct Client {
   Client(Fd fd, const ServerOptions& options, Counters& counters)
       : echo(std::move(fd), options, counters) {}
   EchoConnection echo;
-  bool unread = false;  // an input edge came and read() has not said EAGAIN since
-  bool queued = false;  // on the ready list
+  std::uint32_t pending = 0;  // events reported and not used up yet
+  bool queued = false;        // on the ready list
 };
 
 using Table = ConnectionTable<Client>;
 
-class EpollEtServer {
+// Events that send us to read(): the hang-ups too, because read() returns
+// the bytes that came before the FIN, then 0, or the pending error.
+constexpr std::uint32_t kHangUp = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kInput = EPOLLIN | kHangUp;
+
+// read() calls per turn: used up in one go, an edge of a client sending faster
+// than we echo would keep the loop to itself.
+constexpr int kReadsPerTurn = 4;
+
+class Server {
  public:
-  explicit EpollEtServer(ServerContext& ctx) : ctx_(ctx), epoll_(epoll_create_or_throw()) {
-    // The shutdown pipe stays level-triggered: once a signal came it is meant
-    // to be seen on every pass until the loop ends.
-    watch(ctx_.shutdown.fd(), EPOLLIN, Table::make_tag(ctx_.shutdown.fd()));
-    watch(ctx_.listener.get(), EPOLLIN | EPOLLET, Table::make_tag(ctx_.listener.get()));
+  explicit Server(ServerContext& ctx) : ctx_(ctx), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+    // One epoll instance holds the interest list for the server's whole life
+    // (close-on-exec, like every descriptor here).
+    if (!epoll_) throw SystemError("epoll_create1", errno);
+    for (const int fd : {ctx_.shutdown.fd(), ctx_.listener.get()}) {
+      // The shutdown pipe is level-triggered in both servers: once a signal
+      // came it is reported on every call. Generation 0 in the tag: ours.
+      const std::uint32_t events = fd == ctx_.listener.get() ? EPOLLIN | EPOLLET : EPOLLIN;
+      epoll_event event{.events = events, .data = {.u64 = Table::make_tag(fd)}};
+      ctx_.counters.ctl_calls.add();
+      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+        throw SystemError("epoll_ctl(ADD)", errno);
+      }
+    }
   }
 
   void run() {
     std::array<epoll_event, kMaxEvents> events;
     ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
-      // Connections on the ready list still have input that the kernel will
-      // not announce again: sleeping now could leave them waiting for ever.
-      const int timeout = ready_.empty() ? -1 : 0;
-      for (const epoll_event& event : wait_for_events(epoll_.get(), events, timeout, ctx_)) {
-        dispatch(event);
-      }
-      take_turns();
+      const int timeout = ready_.empty() ? -1 : 0;  // no edge announces leftovers
+      // At most kMaxEvents of the ready descriptors; the others stay on the
+      // kernel's ready list for the next call.
+      const int ready = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, timeout);
+      // EINTR: a signal (the shutdown pipe is then readable, so the next call
+      // returns at once) or a SIGSTOP/SIGCONT; either way, ask again.
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) throw SystemError("epoll_wait", errno);
+      count_wakeup(ctx_, timeout, ready);
+      for (int i = 0; i < ready; ++i) dispatch(events[i]);
+      // One turn for each client this batch (or an earlier pass) made ready.
+      // The stop request is checked between turns: SIGTERM must not wait for
+      // a pass of costly requests (--work-us).
+      ready_.take_turns(
+          table_, [this] { return ctx_.shutdown.requested(); },
+          [this](Client& client, std::uint64_t tag) { serve(client, tag); });
     }
     ctx_.extra_stats["budget_exhausted"] = budget_exhausted_;
-    ctx_.extra_stats["ready_list_peak"] = ready_list_peak_;
+    ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
   }
 
  private:
   static constexpr int kMaxEvents = 256;
 
-  void watch(int fd, std::uint32_t events, std::uint64_t tag) {
-    if (const int error =
-            epoll_control(epoll_.get(), EPOLL_CTL_ADD, fd, events, tag, ctx_.counters)) {
-      throw SystemError("epoll_ctl(ADD)", error);
-    }
-  }
-
-  // An event only records what changed; the work happens in take_turns(), so
+  // An event only records what changed; the work happens in the turns, so
   // that every connection made ready by this batch gets its turn in order.
   void dispatch(const epoll_event& event) {
     const std::uint64_t tag = event.data.u64;
@@ -105,70 +118,38 @@ class EpollEtServer {
     // nullptr: the shutdown pipe (run() sees the request) or a stale event.
     Client* client = table_.find_live(tag);
     if (client == nullptr) return;
-    // RDHUP, HUP and ERR are input edges too: read() returns what came before
-    // the FIN, then 0, or the pending error.
-    if (event.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client->unread = true;
-    queue(*client, tag);
+    client->pending |= event.events;
+    ready_.push(*client, tag);
   }
 
   void accept_clients() {
-    // One edge may stand for a whole burst of connections: accept until EAGAIN,
-    // or the ones left in the backlog wait for the next newcomer's edge.
+    // One edge may stand for a burst of connections: accept until EAGAIN.
     for (;;) {
       const bool blocking = ctx_.options.pitfall_is("blocking");
       auto [status, fd] = ctx_.acceptor.accept_one(ctx_.listener.get(), !blocking);
       if (status == Acceptor::Status::kWouldBlock) return;
       if (status == Acceptor::Status::kAccepted) admit(std::move(fd));
-      if (ctx_.options.pitfall_is("accept-once")) {
-        // PITFALL accept-once: LT habits again. The rest of the backlog made
-        // no new edge and will make none until another connection arrives.
-        return;
-      }
+      // PITFALL accept-once: the rest of the backlog made no edge of its own.
+      if (ctx_.options.pitfall_is("accept-once")) return;
     }
   }
 
   void admit(Fd fd) {
     const int number = fd.get();
     ctx_.tracer.line("accept: new connection fd %d", number);
-    // Unlike LT, nothing told us whether anyone else is waiting (only accept
-    // can tell), so room is made after a successful accept, not before; the
-    // next accept of this loop then reuses the evicted client's number.
+    // Only accept tells whether anyone waits: room is made after it, and the
+    // loop's next accept reuses the evicted client's number.
     if (table_.full(ctx_.options.max_connections)) table_.evict_oldest();
-    const std::uint64_t tag =
-        table_.insert(number, std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters));
-    // Registered once, never modified. Under ET an EPOLLOUT with nothing to
-    // write costs nothing: it fires on a change (space freed after the buffer
-    // was full, or along with an input edge), never "while writable", so there
-    // is no storm to prevent by disarming it. And a full output buffer needs no
-    // EPOLLIN removal either: input is only read when we ask for it. Each
-    // MOD that LT needs to arm and disarm EPOLLOUT is a system call saved here.
-    // If the peer sent before this call, ADD itself reports the pending edge.
-    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    if (epoll_control(epoll_.get(), EPOLL_CTL_ADD, number, events, tag, ctx_.counters) != 0) {
+    auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
+    // Once, never modified: EPOLLOUT fires on a change, not "while writable";
+    // input is read only when we ask. ADD reports data that came before it.
+    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+    const std::uint64_t tag = table_.insert(number, std::move(client));
+    // data carries the generation tag, never a pointer (connection_table.hpp).
+    epoll_event event{.events = events, .data = {.u64 = tag}};
+    ctx_.counters.ctl_calls.add();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, number, &event) != 0) {
       table_.close(number, "epoll_ctl(ADD) failed");
-    }
-  }
-
-  void queue(Client& client, std::uint64_t tag) {
-    if (client.queued) return;
-    client.queued = true;
-    ready_.push_back(tag);
-    ready_list_peak_ = std::max<std::uint64_t>(ready_list_peak_, ready_.size());
-  }
-
-  void take_turns() {
-    // One turn for each connection that was ready when the pass began. One
-    // that spends its budget is queued again behind them and waits for the next
-    // pass, after epoll_wait has had the chance to report everyone else.
-    for (std::size_t turns = ready_.size(); turns > 0; --turns) {
-      const std::uint64_t tag = ready_.front();
-      ready_.pop_front();
-      // The tag, not a pointer, is queued: a client evicted since then is
-      // simply not found, like a stale event.
-      Client* client = table_.find(tag);
-      if (client == nullptr) continue;
-      client->queued = false;
-      serve(*client, tag);
     }
   }
 
@@ -176,67 +157,38 @@ class EpollEtServer {
     EchoConnection& echo = client.echo;
     const int fd = Table::fd_of(tag);
     int reads = 0;
-    auto last = EchoConnection::Io::kProgress;
-    while (client.unread && echo.can_read() && reads < kReadsPerTurn) {
+    auto io = EchoConnection::Io::kProgress;
+    while ((client.pending & kInput) && echo.can_read() && reads < kReadsPerTurn) {
       ++reads;
-      last = echo.read_once();
-      // EAGAIN, FIN or an error: this edge is used up.
-      if (last != EchoConnection::Io::kProgress) client.unread = false;
-      if (ctx_.options.pitfall_is("no-drain")) {
-        // PITFALL no-drain: one read per edge. The bytes still queued in the
-        // socket made their edge already; nothing will report them again until
-        // the client sends more.
-        client.unread = false;
-      }
+      io = echo.read_once();
+      // EAGAIN, FIN or error use the edge up; so does a short read (the queue
+      // is empty), unless a FIN waits behind the data with no edge of its own,
+      // or urgent data (EPOLLPRI) cut the read short at its mark.
+      const bool emptied =
+          echo.last_read_short() && !(client.pending & (kHangUp | EPOLLPRI)) && !drain_to_eagain;
+      if (io != EchoConnection::Io::kProgress || emptied) client.pending = 0;
+      // PITFALL no-drain: one read per edge; what is left made its edge already.
+      if (ctx_.options.pitfall_is("no-drain")) client.pending = 0;
     }
-    // Writes go until the queue is empty or EAGAIN; after EAGAIN the kernel
-    // reports EPOLLOUT when space frees up, and that event brings us back here.
+    // Writes go until the queue is empty or EAGAIN.
     echo.flush();
-    // Input is still waiting and there is room for it: no edge will come for
-    // it, so it goes back on the ready list. (With the buffer full, the
-    // EPOLLOUT that follows the peer reading its echo brings it back instead.)
-    const bool again = !echo.finished() && client.unread && echo.can_read();
-    if (ctx_.tracer.enabled() && reads > 0) {
-      ctx_.tracer.line("  fd %d: turn: %d read%s, %s", fd, reads, reads == 1 ? "" : "s",
-                       turn_outcome(client, again, reads, last));
-    }
+    if (reads > 0) trace_turn(ctx_, fd, reads, turn_outcome(echo, io, client.pending & kInput));
     if (echo.finished()) {
       table_.close(fd, echo.peer_closed() ? "peer finished, all echoed" : "connection failed");
       return;
     }
-    if (again) {
-      queue(client, tag);
-      if (reads == kReadsPerTurn) ++budget_exhausted_;
+    // Input left and room for it: no edge will come (a full buffer gets EPOLLOUT).
+    if ((client.pending & kInput) && echo.can_read()) {
+      ++budget_exhausted_;
+      ready_.push(client, tag);
     }
-  }
-
-  static const char* turn_outcome(const Client& client, bool again, int reads,
-                                  EchoConnection::Io last) {
-    if (again) {
-      return reads == kReadsPerTurn ? "budget spent, back on the ready list"
-                                    : "back on the ready list";
-    }
-    switch (last) {
-      case EchoConnection::Io::kWouldBlock:
-        return "drained to EAGAIN";
-      case EchoConnection::Io::kPeerClosed:
-        return "read the FIN";
-      case EchoConnection::Io::kFailed:
-        return "read failed";
-      case EchoConnection::Io::kProgress:
-        break;
-    }
-    if (client.echo.finished()) return "write failed";
-    if (client.unread) return "buffer full, waiting for EPOLLOUT";
-    return "stopped after one read (pitfall no-drain), data left behind";
   }
 
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
-  std::deque<std::uint64_t> ready_;  // tags of connections with input left over
+  ReadyList<Client> ready_;
   std::uint64_t budget_exhausted_ = 0;
-  std::uint64_t ready_list_peak_ = 0;
 };
 
 }  // namespace
@@ -244,5 +196,5 @@ class EpollEtServer {
 
 int main(int argc, char** argv) {
   return muxlab::run_server(argc, argv, muxlab::kSpec,
-                            [](muxlab::ServerContext& ctx) { muxlab::EpollEtServer(ctx).run(); });
+                            [](muxlab::ServerContext& ctx) { muxlab::Server(ctx).run(); });
 }

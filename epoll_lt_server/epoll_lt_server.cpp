@@ -1,24 +1,25 @@
 // epoll_lt_server: the echo service on epoll(7), level-triggered.
 //
-// Level-triggered epoll is poll() with the interest list kept in the kernel:
-// the server registers each descriptor once (epoll_ctl) instead of passing the
-// whole list on every call, and epoll_wait() returns only the ready ones. A
-// descriptor is reported on every call for as long as it stays ready, so:
-//  * one read() per event is enough: what is left makes the next epoll_wait()
-//    report the descriptor again (--trace shows it re-firing);
-//  * EPOLLOUT may be registered only while output is pending: a socket with
-//    room in its send buffer is always writable, and would be reported on
-//    every call. Arming and disarming it costs an epoll_ctl() each time; the
-//    stats count them (epollout_armed / epollout_disarmed, ctl_calls).
+// Level-triggered epoll is poll() with the interest list kept in the kernel.
+// A descriptor is reported on every epoll_wait() while it stays ready, so one
+// read() per event is enough (what is left is reported again), and EPOLLOUT is
+// registered only while output waits: an idle socket is always writable.
+//
+// Both epoll servers run a batch of events, then one turn for each connection
+// it made ready, and check the stop request between turns (a turn may cost a
+// lot: --work-us). epoll_lt_server.cpp and epoll_et_server.cpp share this
+// skeleton, its names and order: their diff is what edge-triggering changes
+// (labs/04-epoll-et/the-diff.md walks through it).
 #include <sys/epoll.h>
 
 #include <array>
+#include <cerrno>
 #include <memory>
 
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
-#include "epoll_util.hpp"
+#include "ready_list.hpp"
 #include "server_main.hpp"
 
 namespace muxlab {
@@ -39,18 +40,33 @@ struct Client {
   Client(Fd fd, const ServerOptions& options, Counters& counters)
       : echo(std::move(fd), options, counters) {}
   EchoConnection echo;
-  std::uint32_t interest = 0;  // the events epoll_ctl last registered
+  // The events epoll_ctl last registered.
+  std::uint32_t interest = 0;
+  std::uint32_t pending = 0;  // events reported and not used up yet
+  bool queued = false;        // on the ready list
 };
 
 using Table = ConnectionTable<Client>;
 
-class EpollLtServer {
+// Events that send us to read(): the hang-ups too, because read() returns
+// the bytes that came before the FIN, then 0, or the pending error.
+constexpr std::uint32_t kHangUp = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kInput = EPOLLIN | kHangUp;
+
+class Server {
  public:
-  explicit EpollLtServer(ServerContext& ctx) : ctx_(ctx), epoll_(epoll_create_or_throw()) {
+  explicit Server(ServerContext& ctx) : ctx_(ctx), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+    // One epoll instance holds the interest list for the server's whole life
+    // (close-on-exec, like every descriptor here).
+    if (!epoll_) throw SystemError("epoll_create1", errno);
     for (const int fd : {ctx_.shutdown.fd(), ctx_.listener.get()}) {
-      if (const int error = epoll_control(epoll_.get(), EPOLL_CTL_ADD, fd, EPOLLIN,
-                                          Table::make_tag(fd), ctx_.counters)) {
-        throw SystemError("epoll_ctl(ADD)", error);
+      // The shutdown pipe is level-triggered in both servers: once a signal
+      // came it is reported on every call. Generation 0 in the tag: ours.
+      const std::uint32_t events = EPOLLIN;
+      epoll_event event{.events = events, .data = {.u64 = Table::make_tag(fd)}};
+      ctx_.counters.ctl_calls.add();
+      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+        throw SystemError("epoll_ctl(ADD)", errno);
       }
     }
   }
@@ -59,92 +75,105 @@ class EpollLtServer {
     std::array<epoll_event, kMaxEvents> events;
     ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
-      for (const epoll_event& event : wait_for_events(epoll_.get(), events, -1, ctx_)) {
-        dispatch(event);
-      }
+      const int timeout = -1;  // nothing waits in user space
+      // At most kMaxEvents of the ready descriptors; the others stay on the
+      // kernel's ready list for the next call.
+      const int ready = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, timeout);
+      // EINTR: a signal (the shutdown pipe is then readable, so the next call
+      // returns at once) or a SIGSTOP/SIGCONT; either way, ask again.
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) throw SystemError("epoll_wait", errno);
+      count_wakeup(ctx_, timeout, ready);
+      for (int i = 0; i < ready; ++i) dispatch(events[i]);
+      // One turn for each client this batch (or an earlier pass) made ready.
+      // The stop request is checked between turns: SIGTERM must not wait for
+      // a pass of costly requests (--work-us).
+      ready_.take_turns(
+          table_, [this] { return ctx_.shutdown.requested(); },
+          [this](Client& client, std::uint64_t tag) { serve(client, tag); });
     }
     ctx_.extra_stats["epollout_armed"] = epollout_armed_;
     ctx_.extra_stats["epollout_disarmed"] = epollout_disarmed_;
+    ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
   }
 
  private:
   static constexpr int kMaxEvents = 256;
 
+  // An event only records what changed; the work happens in the turns, so
+  // that every connection made ready by this batch gets its turn in order.
   void dispatch(const epoll_event& event) {
     const std::uint64_t tag = event.data.u64;
     table_.trace_event(event);
-    if (tag == Table::make_tag(ctx_.listener.get())) return accept_client();
+    if (tag == Table::make_tag(ctx_.listener.get())) return accept_clients();
     // nullptr: the shutdown pipe (run() sees the request) or a stale event.
     Client* client = table_.find_live(tag);
-    if (client != nullptr) serve(*client, tag, event.events);
+    if (client == nullptr) return;
+    client->pending |= event.events;
+    ready_.push(*client, tag);
   }
 
-  void accept_client() {
-    // The listener's event promises a waiting connection, so room is made
-    // first: the server never holds more than --max-connections clients, and
-    // the newcomer is given the descriptor number of the client it replaces.
-    // (Should that connection have been aborted meanwhile, a client was closed
-    // a little early; the limit still holds.)
+  void accept_clients() {
+    // The event promises a waiting connection: room first, and the newcomer
+    // takes the evicted client's number. One accept: LT reports the rest.
     if (table_.full(ctx_.options.max_connections)) table_.evict_oldest();
-    // One accept per event: a fuller backlog keeps the listener ready, and LT
-    // reports it again on the next call.
     auto [status, fd] = ctx_.acceptor.accept_one(ctx_.listener.get());
-    if (status != Acceptor::Status::kAccepted) return;
+    if (status == Acceptor::Status::kAccepted) admit(std::move(fd));
+  }
+
+  void admit(Fd fd) {
     const int number = fd.get();
     ctx_.tracer.line("accept: new connection fd %d", number);
     auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
-    client->interest = interest(client->echo);
-    const std::uint32_t events = client->interest;
+    const std::uint32_t events = client->interest = interest(client->echo);
     const std::uint64_t tag = table_.insert(number, std::move(client));
-    if (epoll_control(epoll_.get(), EPOLL_CTL_ADD, number, events, tag, ctx_.counters) != 0) {
+    // data carries the generation tag, never a pointer (connection_table.hpp).
+    epoll_event event{.events = events, .data = {.u64 = tag}};
+    ctx_.counters.ctl_calls.add();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, number, &event) != 0) {
       table_.close(number, "epoll_ctl(ADD) failed");
     }
   }
 
-  std::uint32_t interest(const EchoConnection& echo) const {
-    // EPOLLHUP and EPOLLERR are always reported and need not be asked for.
-    std::uint32_t events = 0;
-    if (echo.can_read()) events |= EPOLLIN | EPOLLRDHUP;
-    if (echo.wants_write()) events |= EPOLLOUT;
-    if (ctx_.options.pitfall_is("always-epollout")) {
-      // PITFALL always-epollout: an idle socket's send buffer has room, so it
-      // is writable; under LT that means "report me on every epoll_wait".
-      events |= EPOLLOUT;
-    }
-    return events;
-  }
-
-  void serve(Client& client, std::uint64_t tag, std::uint32_t events) {
+  void serve(Client& client, std::uint64_t tag) {
     EchoConnection& echo = client.echo;
-    // RDHUP, HUP and ERR lead to read() too: it returns the bytes that came
-    // before the FIN, then 0, or the pending error. One read per event: if
-    // more is queued, the descriptor is still ready and will be reported again.
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) echo.read_once();
+    const int fd = Table::fd_of(tag);
+    // One read per event: if more is queued, the descriptor is still ready
+    // and will be reported again.
+    if (client.pending & kInput) echo.read_once();
+    client.pending = 0;
+    // Writes go until the queue is empty or EAGAIN.
     echo.flush();
     if (echo.finished()) {
-      table_.close(Table::fd_of(tag),
-                   echo.peer_closed() ? "peer finished, all echoed" : "connection failed");
+      table_.close(fd, echo.peer_closed() ? "peer finished, all echoed" : "connection failed");
       return;
     }
     rearm(client, tag);
   }
 
+  std::uint32_t interest(const EchoConnection& echo) const {
+    // EPOLLHUP and EPOLLERR are always reported and need not be asked for.
+    std::uint32_t events = echo.can_read() ? EPOLLIN | EPOLLRDHUP : 0;
+    // PITFALL always-epollout: an idle socket's send buffer has room, so it
+    // is writable; under LT that means "report me on every epoll_wait".
+    if (echo.wants_write() || ctx_.options.pitfall_is("always-epollout")) events |= EPOLLOUT;
+    return events;
+  }
+
   void rearm(Client& client, std::uint64_t tag) {
     const std::uint32_t wanted = interest(client.echo);
     if (wanted == client.interest) return;  // the common case: no system call
-    const bool had_out = (client.interest & EPOLLOUT) != 0;
-    const bool wants_out = (wanted & EPOLLOUT) != 0;
-    if (wants_out && !had_out) ++epollout_armed_;
-    if (had_out && !wants_out) ++epollout_disarmed_;
+    if ((wanted & ~client.interest) & EPOLLOUT) ++epollout_armed_;
+    if ((client.interest & ~wanted) & EPOLLOUT) ++epollout_disarmed_;
     const int fd = Table::fd_of(tag);
-    if (ctx_.tracer.enabled()) {
-      ctx_.tracer.line("  fd %d: epoll_ctl(MOD) interest now %s", fd,
-                       epoll_flags_text(wanted).c_str());
-    }
-    if (epoll_control(epoll_.get(), EPOLL_CTL_MOD, fd, wanted, tag, ctx_.counters) != 0) {
-      table_.close(fd, "epoll_ctl(MOD) failed");
-      return;
+    ctx_.tracer.line("  fd %d: epoll_ctl(MOD) interest now %s", fd,
+                     epoll_flags_text(wanted).c_str());
+    // MOD replaces the whole registration: the tag is given again.
+    epoll_event event{.events = wanted, .data = {.u64 = tag}};
+    ctx_.counters.ctl_calls.add();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &event) != 0) {
+      return table_.close(fd, "epoll_ctl(MOD) failed");
     }
     client.interest = wanted;
   }
@@ -152,6 +181,7 @@ class EpollLtServer {
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
+  ReadyList<Client> ready_;
   std::uint64_t epollout_armed_ = 0;
   std::uint64_t epollout_disarmed_ = 0;
 };
@@ -161,5 +191,5 @@ class EpollLtServer {
 
 int main(int argc, char** argv) {
   return muxlab::run_server(argc, argv, muxlab::kSpec,
-                            [](muxlab::ServerContext& ctx) { muxlab::EpollLtServer(ctx).run(); });
+                            [](muxlab::ServerContext& ctx) { muxlab::Server(ctx).run(); });
 }

@@ -146,5 +146,16 @@ TEST(PitfallAlwaysEpollout, DefaultModeSleepsWhileIdle) {
   EXPECT_LE(run.wakeups, 2u * kMessages);
 }
 
+// SIGTERM must stop the server within 3 s whatever a request costs. Fifty
+// clients' 32 KiB requests (two read chunks, each read costing 100 ms of
+// --work-us) wait in one batch; the server is signalled once it has begun
+// working through it. A loop that looks at the stop request only after the
+// whole batch needs 5 s (LT) or 10 s (ET) more.
+TEST(LevelTriggered, StopsWithinThreeSecondsOfSigtermInACostlyBatch) {
+  ServerProcess server({EPOLL_LT_SERVER_PATH, {"--work-us", "100000"}, std::nullopt});
+  const auto took = stop_in_a_busy_batch(server, 50, 2 * 16 * 1024, 3s);
+  ASSERT_TRUE(took.has_value()) << "not stopped (exit 0) within 3 s of SIGTERM";
+}
+
 }  // namespace
 }  // namespace muxlab::test

@@ -178,11 +178,14 @@ std::vector<Fd> listener_then_data(const ServerProcess& server, int newcomers, i
   return clients;
 }
 
-TracedSession run_traced_session(const std::string& server_path) {
+TracedSession run_traced_session(const std::string& server_path,
+                                 const std::vector<std::string>& extra_args) {
   const std::string stats = temp_path("stats");
   TracedSession session;
   {
-    ServerProcess server({server_path, {"--trace", "--stats-json", stats}, std::nullopt});
+    std::vector<std::string> args{"--trace", "--stats-json", stats};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    ServerProcess server({server_path, args, std::nullopt});
     Fd client = connect_to(server.port());
     const std::string message = pattern(40 * 1024, 4);
     session.ok = round_trip(client.get(), "hi") == "hi" &&
@@ -196,6 +199,33 @@ TracedSession run_traced_session(const std::string& server_path) {
   ::unlink(stats.c_str());
   if (const auto fds = accepted_fds(session.trace); !fds.empty()) session.server_fd = fds[0];
   return session;
+}
+
+std::optional<std::chrono::milliseconds> stop_in_a_busy_batch(ServerProcess& server, int clients,
+                                                              std::size_t bytes,
+                                                              std::chrono::milliseconds limit) {
+  std::vector<Fd> fds;
+  for (int i = 0; i < clients; ++i) fds.push_back(connect_to(server.port()));
+  const auto deadline = Clock::now() + 10s;
+  if (!wait_until_idle(server.pid(), deadline) || !freeze(server.pid(), deadline)) return {};
+  const std::string request = pattern(bytes, 3);
+  bool queued = true;
+  for (const Fd& fd : fds) {
+    queued =
+        queued && send_all(fd.get(), request, deadline) &&
+        wait_until([&] { return unread_by_server(server.port(), fd.get()) == bytes; }, deadline);
+  }
+  thaw(server.pid());
+  if (!queued) return {};
+  std::vector<pollfd> watched;
+  for (const Fd& fd : fds) watched.push_back({fd.get(), POLLIN, 0});
+  const bool busy =
+      wait_until([&] { return ::poll(watched.data(), watched.size(), 0) > 0; }, deadline);
+  if (!busy) return {};
+  const auto signalled = Clock::now();
+  const ExitStatus status = server.stop(SIGTERM, limit);
+  if (!status.exited || status.code != 0) return {};
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - signalled);
 }
 
 }  // namespace muxlab::test

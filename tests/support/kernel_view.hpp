@@ -88,6 +88,16 @@ struct TracedSession {
   nlohmann::json stats;
   int server_fd = -1;  // the client's descriptor number inside the server
 };
-TracedSession run_traced_session(const std::string& server_path);
+TracedSession run_traced_session(const std::string& server_path,
+                                 const std::vector<std::string>& extra_args = {});
+
+// SIGTERM to a server in the middle of a long batch: while it is frozen,
+// `clients` connections each send `bytes`; it is thawed, and once it has
+// echoed something (it is now working through that batch) it is sent SIGTERM.
+// Returns how long it took to exit, or nothing if it did not exit 0 within
+// `limit` (it is killed then) or the set-up failed.
+std::optional<std::chrono::milliseconds> stop_in_a_busy_batch(ServerProcess& server, int clients,
+                                                              std::size_t bytes,
+                                                              std::chrono::milliseconds limit);
 
 }  // namespace muxlab::test
