@@ -34,6 +34,8 @@
 #include <map>
 #include <memory>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -241,6 +243,11 @@ class IoUringServer {
     // Marks the CQEs consumed: the kernel may reuse their slots.
     io_uring_cq_advance(&ring_, seen);
     completions_ += seen;
+    if (!starved_.empty() && held_buffers_ < buffers_->entries()) {
+      for (const int fd : std::exchange(starved_, {})) {
+        if (auto found = clients_.find(fd); found != clients_.end()) settle(fd, found->second);
+      }
+    }
     ctx_.counters.events.add(seen);
   }
 
@@ -372,14 +379,17 @@ class IoUringServer {
   // until sends make room: the outbox never holds more than --buffer-cap.
   void take(Client& client, Held buffer) {
     if (client.held.empty()) buffer = copy_out(client, buffer);
-    if (buffer.length == 0) return;
+    // All bytes used: only now may the kernel have the buffer back.
+    if (buffer.length == 0) return recycle(buffer.id);
     client.held.push_back(buffer);
     if (ctx_.options.pitfall_is("early-recycle")) {
       // PITFALL early-recycle: the buffer goes back to the ring while its
       // bytes still wait to be copied. The next receives that pick it up
       // overwrite them, and what is echoed later is someone else's data.
       recycle(buffer.id);
+      return;
     }
+    ++held_buffers_;
   }
 
   Held copy_out(Client& client, Held buffer) {
@@ -393,8 +403,6 @@ class IoUringServer {
     }
     buffer.offset += n;
     buffer.length -= n;
-    // All bytes used: only now may the kernel have the buffer back.
-    if (buffer.length == 0 && !ctx_.options.pitfall_is("early-recycle")) recycle(buffer.id);
     return buffer;
   }
 
@@ -409,7 +417,11 @@ class IoUringServer {
     while (!client.held.empty()) {
       client.held.front() = copy_out(client, client.held.front());
       if (client.held.front().length > 0) break;
+      const std::uint16_t id = client.held.front().id;
       client.held.pop_front();
+      if (ctx_.options.pitfall_is("early-recycle")) continue;  // given back already
+      recycle(id);
+      --held_buffers_;
     }
     if (!client.failed) send_next(fd, client);
     const bool room = client.held.empty() && client.queued() < ctx_.options.buffer_cap;
@@ -425,7 +437,15 @@ class IoUringServer {
     } else if (room && !client.receiving && !client.peer_closed && !client.abandoned) {
       // The multishot receive ended (a CQE without F_MORE: -ENOBUFS, our
       // cancel, or the kernel stopping it): nothing is read until it is
-      // submitted again.
+      // submitted again. Unless every buffer is held by connections waiting
+      // for their peers to read: then the receive would meet an empty ring,
+      // end with -ENOBUFS at once, be re-armed, end... a spin. It waits for
+      // a buffer to come back instead (reap() looks after it).
+      if (held_buffers_ >= buffers_->entries()) {
+        ctx_.tracer.line("  fd %d: every provided buffer is held, receive waits", fd);
+        starved_.push_back(fd);
+        return;
+      }
       ++recv_rearms_;
       ctx_.tracer.line("  fd %d: receive re-armed", fd);
       arm_recv(fd, client);
@@ -511,7 +531,9 @@ class IoUringServer {
     }
     if (client.busy()) return;  // the last CQE comes back here through settle()
     for (const Held& buffer : client.held) {
-      if (!ctx_.options.pitfall_is("early-recycle")) recycle(buffer.id);
+      if (ctx_.options.pitfall_is("early-recycle")) continue;
+      recycle(buffer.id);
+      --held_buffers_;
     }
     ctx_.tracer.line("  fd %d: closed (%s)", fd, why);
     clients_.erase(fd);
@@ -533,6 +555,8 @@ class IoUringServer {
   std::uint64_t sends_in_flight_peak_ = 0;
   std::uint64_t recv_rearms_ = 0;
   std::uint64_t accept_rearms_ = 0;
+  unsigned held_buffers_ = 0;  // provided buffers kept back for bytes over the cap
+  std::vector<int> starved_;   // connections whose receive waits for a free buffer
 };
 
 }  // namespace
