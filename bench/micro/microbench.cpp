@@ -4,7 +4,9 @@
 // select() and poll() walk every descriptor they are given, on every call;
 // epoll_wait() only looks at the ready list that the kernel's callbacks filled.
 // epoll_ctl(MOD) is the price of EPOLLONESHOT: the pool pays it once per request
-// to re-arm a connection.
+// to re-arm a connection. io_uring's round is one io_uring_enter() that
+// submits one request and reaps its completion, however many other requests
+// are pending in the ring.
 //
 // The descriptors are eventfds: one descriptor each, and a poll method that
 // does almost nothing, so what is measured is the multiplexer itself. A TCP
@@ -12,6 +14,7 @@
 //
 //   muxlab_microbench [--muxlab_min_time=SECONDS] [Google Benchmark flags...]
 #include <benchmark/benchmark.h>
+#include <liburing.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -160,6 +163,51 @@ void BM_epoll_oneshot_cycle(benchmark::State& state) {
   });
 }
 
+// One submit + reap round of io_uring, the unit of io_uring_server's loop:
+// a NOP submitted and its completion waited for in the same io_uring_enter(),
+// while n-1 polls on quiet eventfds stay pending in the ring (as idle
+// connections' receives do in the server): they cost nothing per round.
+void BM_io_uring_submit_reap(benchmark::State& state) {
+  Watched watched(state.range(0));
+  io_uring ring{};
+  io_uring_params params{};
+  params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  int error = io_uring_queue_init_params(256, &ring, &params);
+  if (error == -EINVAL) {
+    params = {};
+    error = io_uring_queue_init_params(256, &ring, &params);
+  }
+  if (!watched.ok || error < 0) {
+    state.SkipWithError("cannot make the descriptors or the ring (io_uring unavailable?)");
+    if (error >= 0) io_uring_queue_exit(&ring);
+    return;
+  }
+  // The last eventfd is readable; the others are quiet and get a pending poll.
+  for (std::size_t i = 0; i + 1 < watched.fds.size(); ++i) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (sqe == nullptr) {
+      io_uring_submit(&ring);
+      sqe = io_uring_get_sqe(&ring);
+    }
+    io_uring_prep_poll_add(sqe, watched.fds[i].get(), POLLIN);
+    sqe->user_data = 1;
+  }
+  io_uring_submit(&ring);
+  for (auto _ : state) {
+    io_uring_sqe* nop = io_uring_get_sqe(&ring);
+    io_uring_prep_nop(nop);
+    nop->user_data = 0;
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_peek_cqe(&ring, &cqe) != 0) {
+      state.SkipWithError("io_uring_submit_and_wait failed");
+      break;
+    }
+    io_uring_cqe_seen(&ring, cqe);
+  }
+  io_uring_queue_exit(&ring);
+  state.counters["fds"] = static_cast<double>(state.range(0));
+}
+
 void raise_descriptor_limit() {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
@@ -201,6 +249,7 @@ int main(int argc, char** argv) {
   add("epoll_wait", BM_epoll_wait, sizes);
   add("epoll_ctl_mod", BM_epoll_ctl_mod, sizes);
   add("epoll_oneshot_cycle", BM_epoll_oneshot_cycle, sizes);
+  add("io_uring_submit_reap", BM_io_uring_submit_reap, sizes);
 
   benchmark::Initialize(&rest_count, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_count, rest.data())) return 2;

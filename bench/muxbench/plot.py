@@ -31,6 +31,7 @@ KNOWN_SERVERS = {
     "epoll_lt_server": ("#009E73", "^"),
     "epoll_et_server": ("#0072B2", "D"),
     "epoll_oneshot_pool": ("#D55E00", "v"),
+    "io_uring_server": ("#882255", "p"),
 }
 EXTRA_STYLES = [("#CC79A7", "P"), ("#000000", "X"), ("#999999", "*"), ("#8C564B", "h"),
                 ("#F0E442", "<")]
@@ -41,6 +42,7 @@ MICRO_CALLS = {
     "epoll_wait": ("epoll_wait()", "epoll_lt_server", "-"),
     "epoll_ctl_mod": ("epoll_ctl(MOD): the ONESHOT re-arm", "epoll_oneshot_pool", "-"),
     "epoll_oneshot_cycle": ("epoll_wait() + re-arm", "epoll_oneshot_pool", "--"),
+    "io_uring_submit_reap": ("io_uring_enter(): submit + reap", "io_uring_server", "-"),
 }
 
 # The busy share above which the generator may be what limits a point.

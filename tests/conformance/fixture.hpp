@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "kernel_view.hpp"
 #include "process.hpp"
 
 namespace muxlab::test {
@@ -15,6 +16,13 @@ namespace muxlab::test {
 class ServerTest : public ::testing::TestWithParam<ServerUnderTest> {
  protected:
   static void SetUpTestSuite() { raise_fd_limit(); }
+
+  // A completion-based server cannot run where io_uring is switched off
+  // (io_uring_disabled, a seccomp filter): skipped, with the reason.
+  void SetUp() override {
+    if (GetParam().name.find("io_uring") == std::string::npos) return;
+    if (const std::string why = io_uring_unavailable(); !why.empty()) GTEST_SKIP() << why;
+  }
 
   ServerProcess& start(std::vector<std::string> args = {},
                        std::optional<rlim_t> max_open_files = std::nullopt) {

@@ -1,14 +1,17 @@
 #include "kernel_view.hpp"
 
 #include <arpa/inet.h>
+#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -34,6 +37,10 @@ bool ThreadState::asleep_elsewhere() const {
   return state == 'S' && !wchan.empty() && wchan != "0" && wchan.find("epoll") == std::string::npos;
 }
 
+bool ThreadState::asleep_in_ring_wait() const {
+  return state == 'S' && wchan.find("io_cqring_wait") != std::string::npos;
+}
+
 ThreadState main_thread_state(pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/";
   ThreadState result;
@@ -48,6 +55,20 @@ ThreadState main_thread_state(pid_t pid) {
 
 bool wait_until_idle(pid_t pid, Clock::time_point deadline) {
   return wait_until([pid] { return main_thread_state(pid).asleep_in_epoll_wait(); }, deadline);
+}
+
+bool wait_until_ring_idle(pid_t pid, Clock::time_point deadline) {
+  return wait_until([pid] { return main_thread_state(pid).asleep_in_ring_wait(); }, deadline);
+}
+
+std::string io_uring_unavailable() {
+  io_uring_params params{};
+  const long fd = ::syscall(__NR_io_uring_setup, 1, &params);
+  if (fd >= 0) {
+    ::close(static_cast<int>(fd));
+    return "";
+  }
+  return std::string("io_uring is not available here: io_uring_setup: ") + std::strerror(errno);
 }
 
 bool freeze(pid_t pid, Clock::time_point deadline) {

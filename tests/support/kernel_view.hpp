@@ -32,10 +32,19 @@ struct ThreadState {
   std::string wchan;
   bool asleep_in_epoll_wait() const;
   bool asleep_elsewhere() const;  // sleeping, but not in epoll_wait
+  // Sleeping in io_uring_enter(), waiting for a completion.
+  bool asleep_in_ring_wait() const;
 };
 ThreadState main_thread_state(pid_t pid);
 // True once the server sleeps in epoll_wait: it has handled everything so far.
 bool wait_until_idle(pid_t pid, Clock::time_point deadline);
+// The same for a completion-based server: it sleeps in io_uring_enter().
+bool wait_until_ring_idle(pid_t pid, Clock::time_point deadline);
+
+// Empty when this process may create an io_uring instance; otherwise why not
+// (ENOSYS: no io_uring in the kernel; EPERM: io_uring_disabled or seccomp).
+// Tests that need io_uring skip with this text.
+std::string io_uring_unavailable();
 
 // SIGSTOP, then wait until the process is stopped. While it is frozen, what the
 // test does piles up in the kernel (the accept queue, socket buffers, epoll's
