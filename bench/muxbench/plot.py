@@ -305,6 +305,13 @@ def _chart(scenario: str, panels: int = 2):
     return wrap
 
 
+def _latency_lines(ax, run: Run, rows: list[dict], server: str, x: str) -> None:
+    """p99 (solid, with its spread) and p50 (dashed) of one server against `x`."""
+    _line(ax, run, rows, server, x, "p99_us", "p99_min_us", "p99_max_us")
+    _line(ax, run, rows, server, x, "p50_us", linestyle="--", linewidth=1.5, alpha=0.7,
+          label="_nolegend_")
+
+
 def _throughput_and_latency(run: Run, rows: list[dict], x: str, left, right,
                             throughput: str = "throughput_msgs", p50: bool = False) -> None:
     """Throughput on the left, p99 (and p50, dashed) on the right, per server."""
@@ -346,9 +353,7 @@ def chart_rate(run: Run, rows: list[dict], axes) -> None:
             if row["server_cpu_s"] != "" else ""
         row["achieved_pct"] = 100 * row["achieved_rate"] / row["offered_rate"]
     for server in _servers(run, rows):
-        _line(latency, run, rows, server, "offered_rate", "p99_us", "p99_min_us", "p99_max_us")
-        _line(latency, run, rows, server, "offered_rate", "p50_us", linestyle="--",
-              linewidth=1.5, alpha=0.7, label="_nolegend_")
+        _latency_lines(latency, run, rows, server, "offered_rate")
         _line(busy, run, rows, server, "offered_rate", "server_busy_pct")
         _line(achieved, run, rows, server, "offered_rate", "achieved_pct")
     latency.set(yscale="log", ylabel="latency (µs)",
@@ -530,9 +535,7 @@ def chart_c10k(run: Run, rows: list[dict], axes) -> None:
         row["answered_pct"] = 100 * row["answered_rate"] / row["offered_rate"] \
             if row["answered_rate"] != "" and row["offered_rate"] else ""
     for server in _servers(run, rows):
-        _line(latency, run, rows, server, "offered_rate", "p99_us", "p99_min_us", "p99_max_us")
-        _line(latency, run, rows, server, "offered_rate", "p50_us", linestyle="--",
-              linewidth=1.5, alpha=0.7, label="_nolegend_")
+        _latency_lines(latency, run, rows, server, "offered_rate")
         _line(cost, run, rows, server, "offered_rate", "server_cpu_us_per_msg", rings=False)
         _line(answered, run, rows, server, "offered_rate", "answered_pct")
     latency.set(yscale="log", ylabel="latency (µs)",

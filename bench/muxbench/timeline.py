@@ -29,6 +29,8 @@ ENVELOPE = re.compile(r"^(?P<ts>\d+) \[(?P<server>[^\]]+)\] (?P<text>.*)$")
 # "thread 1: ...", "loop 3 wakeup: ...". The rest is parsed like any line and
 # drawn on that thread's lane.
 THREAD = re.compile(r"^\s*(?P<kind>worker|thread|loop|ring) (?P<thread>\d+):?\s+(?P<rest>.*)$")
+# Or named in the server field, after the server's name: "[epoll_loop_per_thread t2]".
+SERVER_THREAD = re.compile(r"^(?P<server>\S+) (?P<thread>\S.*)$")
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,10 @@ RULES = [
     _rule("pool idle timeout", "wakeup", r"^wakeup: (?P<detail>idle for \d+ ms)$"),
     # select, poll, epoll (one loop or one per thread), io_uring:
     # "wakeup: select returned 3", "wakeup: epoll_wait(timeout -1) returned 1",
-    # "wakeup: io_uring_enter returned 4", "wakeup: 4 completions".
+    # "wakeup: io_uring_enter(submit 2, wait 1) -> 3 completions", "wakeup: 4 completions".
     _rule("wait returned", "wakeup",
-          r"^wakeup: (?P<detail>[\w.]+(?:\([^)]*\))?) returned (?P<count>-?\d+)(?P<rest>.*)$"),
+          r"^wakeup: (?P<detail>[\w.]+(?:\([^)]*\))?) (?:returned|->) (?P<count>-?\d+)"
+          r"(?P<rest>.*)$"),
     _rule("completions", "wakeup", r"^wakeup: (?P<count>\d+) (?P<detail>completions?.*)$"),
     _rule("accepted", "open", r"^accept: new connection fd (?P<fd>\d+)(?P<detail>.*)$"),
     _rule("accept refused", "note", r"^accept: fd (?P<fd>\d+) (?P<detail>.*)$"),
@@ -74,11 +77,15 @@ RULES = [
     # select: "fd 7: readable writable exception(urgent data)".
     _rule("select event", "event",
           r"^fd (?P<fd>\d+):(?P<flags>(?: (?:readable|writable|exception\([^)]*\)))+)$"),
+    # io_uring: the listener's and the shutdown pipe's poll completions.
+    _rule("io_uring poll completion", "event",
+          r"^fd (?P<fd>\d+): (?P<detail>listener|shutdown pipe) (?P<flags>readable)$"),
+    _rule("io_uring re-arm", "ctl", r"^fd (?P<fd>\d+): (?P<flags>receive re-armed)(?P<detail>.*)$"),
     _rule("interest changed", "ctl",
           r"^fd (?P<fd>\d+): epoll_ctl\((?P<flags>\w+)\)(?P<detail>.*)$"),
     _rule("re-armed", "ctl", r"^fd (?P<fd>\d+): (?P<flags>re-armed|NOT re-armed)(?P<detail>.*)$"),
     _rule("edge-triggered turn", "io", r"^fd (?P<fd>\d+): turn: (?P<detail>.*)$"),
-    # io_uring: "fd 8: recv res 64", "fd 8: send completed 64 bytes".
+    # io_uring: "fd 8: recv 64 bytes in buffer 3", "fd 8: send 64 of 64 bytes".
     _rule("completion", "event",
           r"^fd (?P<fd>\d+): (?P<flags>(?:recv|send|read|write|accept|readv|writev|close|"
           r"poll)\w*)\b(?P<detail>.*)$"),
@@ -138,12 +145,16 @@ def parse(lines) -> Trace:
             if line.strip():
                 trace.untimed += 1
             continue
-        trace.server = trace.server or envelope["server"]
+        server, server_thread = envelope["server"], None
+        if named := SERVER_THREAD.match(server):
+            server, server_thread = named["server"], named["thread"]
+        trace.server = trace.server or server
         parsed = parse_line(envelope["text"])
         if parsed is None:
             trace.unknown.append(line)
             continue
         rule, groups, thread = parsed
+        thread = thread or server_thread
         fd = int(groups["fd"]) if groups.get("fd") else None
         if fd is not None:
             if thread is not None:

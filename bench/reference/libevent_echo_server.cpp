@@ -150,10 +150,9 @@ void on_signal(evutil_socket_t, short, void* arg) {
 
 int main(int argc, char** argv) {
   Server server;
-  server.options = muxlab::reference::parse_options(
+  server.options = muxlab::reference::start_up(
       argc, argv, kName,
       "TCP echo server on libevent (a reference row of the benchmark, not a technique)");
-  std::signal(SIGPIPE, SIG_IGN);
   server.base = event_base_new();
   if (server.base == nullptr) {
     std::fprintf(stderr, "%s: event_base_new failed\n", kName);

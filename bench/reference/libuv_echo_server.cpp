@@ -192,10 +192,9 @@ void on_signal(uv_signal_t* handle, int) {
 
 int main(int argc, char** argv) {
   Server server;
-  server.options = muxlab::reference::parse_options(
+  server.options = muxlab::reference::start_up(
       argc, argv, kName,
       "TCP echo server on libuv (a reference row of the benchmark, not a technique)");
-  std::signal(SIGPIPE, SIG_IGN);
   server.loop = uv_default_loop();
   try {
     // The socket is made the way every project server makes it, so a bad

@@ -1,5 +1,6 @@
 #include "reference_support.hpp"
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -9,8 +10,7 @@
 
 namespace muxlab::reference {
 
-ServerOptions parse_options(int argc, char** argv, const std::string& name,
-                            const std::string& summary) {
+ServerOptions start_up(int argc, char** argv, const std::string& name, const std::string& summary) {
   ServerSpec spec;
   spec.name = name;
   spec.summary = summary;
@@ -20,6 +20,7 @@ ServerOptions parse_options(int argc, char** argv, const std::string& name,
                  name.c_str());
     std::exit(2);
   }
+  std::signal(SIGPIPE, SIG_IGN);
   return options;
 }
 

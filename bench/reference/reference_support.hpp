@@ -12,10 +12,11 @@
 
 namespace muxlab::reference {
 
-// Parses the shared flags. --trace is refused (exit 2): the loop is the
-// library's, not ours to annotate; there are no pitfalls to switch on.
-ServerOptions parse_options(int argc, char** argv, const std::string& name,
-                            const std::string& summary);
+// What every reference server does first: parse the shared flags (--trace is
+// refused with exit 2: the loop is the library's, not ours to annotate; there
+// are no pitfalls to switch on) and ignore SIGPIPE, so that a write to a
+// vanished peer fails with EPIPE instead of killing the server.
+ServerOptions start_up(int argc, char** argv, const std::string& name, const std::string& summary);
 
 // The stats file. The counters a library hides from us are written as null,
 // never as a made-up number: `reads`, `writes` and `ctl_calls` count system

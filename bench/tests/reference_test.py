@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -27,6 +26,7 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
 from muxbench.build import load_build_info  # noqa: E402
+from server_process import wait_for_port  # noqa: E402
 
 failures: list[str] = []
 DEADLINE_S = 10
@@ -41,19 +41,7 @@ def start(path: str, stats: Path) -> tuple[subprocess.Popen, int | None]:
     server = subprocess.Popen([path, "--port", "0", "--stats-json", str(stats)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    seen = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        chunk = os.read(server.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        seen += chunk
-        if match := re.fullmatch(rb"listening on 127\.0\.0\.1:(\d+)\n", seen):
-            return server, int(match.group(1))
-    return server, None
+    return server, wait_for_port(server, time.monotonic() + 15, exact=True)
 
 
 def receive_until_eof(sock: socket.socket, expected: int) -> bytes:

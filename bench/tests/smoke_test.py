@@ -41,7 +41,7 @@ def main() -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     command = [sys.executable, "-m", "muxbench", "run", "--smoke",
                "--build-info", str(args.build_info), "--out", str(args.out)]
-    run = subprocess.run(command, cwd=BENCH, timeout=200)
+    run = subprocess.run(command, cwd=BENCH, timeout=400)
     check(run.returncode == 0, f"the runner exited with {run.returncode}")
     if run.returncode != 0:
         return report()

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -29,6 +27,7 @@ sys.path.insert(0, str(BENCH))
 
 from muxbench.build import load_build_info  # noqa: E402
 from muxbench.timeline import parse, parse_line  # noqa: E402
+from server_process import wait_for_port  # noqa: E402
 
 failures: list[str] = []
 
@@ -52,6 +51,13 @@ KNOWN_LINES = [
     ("worker 3 wakeup: idle for 2000 ms", "wakeup", None, ""),
     ("fd 11: re-armed EPOLLIN|EPOLLRDHUP|EPOLLET|EPOLLONESHOT", "ctl", 11, "re-armed"),
     ("pool: all 2 workers busy, starting one more", "note", None, ""),
+    # io_uring_server and epoll_loop_per_thread, as their branches word them.
+    ("wakeup: io_uring_enter(submit 2, wait 1) -> 3 completions", "wakeup", None, ""),
+    ("  fd 5: listener readable", "event", 5, "readable"),
+    ("  fd 9: recv 64 bytes in buffer 3", "event", 9, "recv"),
+    ("  fd 9: send 64 of 64 bytes", "event", 9, "send"),
+    ("  fd 9: receive re-armed", "ctl", 9, "receive re-armed"),
+    ("wakeup: epoll_wait returned 2", "wakeup", None, ""),
 ]
 
 
@@ -77,6 +83,12 @@ def check_parser() -> None:
     check(len(trace.marks) == 2 and trace.untimed == 1 and len(trace.unknown) == 1,
           f"parser: unknown lines not set apart ({len(trace.marks)} marks, "
           f"{trace.untimed} untimed, {len(trace.unknown)} unknown)")
+    # A thread named in the server field gets its lane: one epoll loop per thread.
+    trace = parse(["5 [epoll_loop_per_thread t2] wakeup: epoll_wait returned 1\n",
+                   "6 [epoll_loop_per_thread t2]   fd 9: EPOLLIN\n"])
+    check(trace.server == "epoll_loop_per_thread" and
+          [m.thread for m in trace.marks] == ["t2", "t2"],
+          f"parser: the per-thread loop's lines are not on lane t2: {trace.marks}")
     # Lines about a descriptor land on the thread that last held it.
     trace = parse(["1 [p] worker 2 wakeup: fd 9 EPOLLIN\n", "2 [p] fd 9: re-armed EPOLLIN\n"])
     check([m.thread for m in trace.marks] == ["worker 2", "worker 2"],
@@ -109,21 +121,6 @@ def traced_run(name: str, path: str, loadgen: str, out: Path) -> Path | None:
             server.stdout.close()
     check(code == 0, f"{name}: exited {code} after SIGTERM")
     return trace_path
-
-
-def wait_for_port(server: subprocess.Popen, deadline: float) -> int | None:
-    seen = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        chunk = os.read(server.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        seen += chunk
-        if match := re.search(rb"listening on .*:(\d+)\n", seen):
-            return int(match.group(1))
-    return None
 
 
 def check_trace(name: str, trace_path: Path) -> None:
