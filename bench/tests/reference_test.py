@@ -11,7 +11,6 @@ sent); a bad flag exits 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -26,7 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
 from muxbench.build import load_build_info  # noqa: E402
-from server_process import wait_for_port  # noqa: E402
+from server_process import arguments, wait_for_port  # noqa: E402
 
 failures: list[str] = []
 DEADLINE_S = 10
@@ -171,11 +170,7 @@ def test_server(name: str, path: str, out: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-info", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = arguments()
     references = [s for s in load_build_info(args.build_info).servers if s.reference]
     if not references:
         print("reference: no library reference servers in this build (libuv1-dev, libevent-dev)")

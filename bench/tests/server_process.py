@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import select
 import subprocess
 import time
+from pathlib import Path
 
 LISTENING = re.compile(rb"listening on (\S+):(\d+)\n")
 
@@ -28,3 +30,13 @@ def wait_for_port(server: subprocess.Popen, deadline: float, exact: bool = False
         if match and (not exact or match.group(1) == b"127.0.0.1"):
             return int(match.group(2))
     return None
+
+
+def arguments() -> argparse.Namespace:
+    """--build-info BUILD/bench/muxbench-build.json --out DIR (created)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-info", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args

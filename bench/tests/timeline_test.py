@@ -12,7 +12,6 @@ The parser is also checked against a fixed line of each known format.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
@@ -27,7 +26,7 @@ sys.path.insert(0, str(BENCH))
 
 from muxbench.build import load_build_info  # noqa: E402
 from muxbench.timeline import parse, parse_line  # noqa: E402
-from server_process import wait_for_port  # noqa: E402
+from server_process import arguments, wait_for_port  # noqa: E402
 
 failures: list[str] = []
 
@@ -175,11 +174,7 @@ def draw_here(name: str, trace_path: Path, out: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-info", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = arguments()
     check_parser()
     build = load_build_info(args.build_info)
     techniques = [s for s in build.servers if not s.reference]
