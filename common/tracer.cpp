@@ -4,16 +4,26 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <ctime>
 #include <utility>
 
 namespace muxlab {
 
 void Tracer::line(const char* format, ...) const {
   if (!enabled_) return;
+  // The leading field is CLOCK_MONOTONIC in microseconds: it never jumps with
+  // the wall clock, and lines from every thread (and every process) of the
+  // machine share it, so bench/timeline can lay them side by side. It comes
+  // first so that everything after it reads as before.
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const auto micros = static_cast<std::uint64_t>(now.tv_sec) * 1000000u +
+                      static_cast<std::uint64_t>(now.tv_nsec) / 1000u;
   char buffer[512];
-  int n = std::snprintf(buffer, sizeof buffer, "[%s] ", server_.c_str());
+  int n = std::snprintf(buffer, sizeof buffer, "%" PRIu64 " [%s] ", micros, server_.c_str());
   va_list args;
   va_start(args, format);
   n += std::vsnprintf(buffer + n, sizeof buffer - static_cast<size_t>(n) - 1, format, args);

@@ -1,4 +1,6 @@
-// Tracer: the --trace output, one line per wakeup and per event on stderr.
+// Tracer: the --trace output, one line per wakeup and per event on stderr:
+//   MICROSECONDS [server] text
+// MICROSECONDS is CLOCK_MONOTONIC in µs (bench/timeline draws the lines on it).
 // Each line goes out in a single write() so lines from pool workers never mix.
 #pragma once
 

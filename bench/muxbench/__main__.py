@@ -10,6 +10,7 @@ bench/run builds the project and calls `run`; bench/plot calls `plot`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import os
@@ -107,7 +108,7 @@ def _servers(args: argparse.Namespace, registered: list[Server]) -> list[Server]
     names = [s.name for s in servers]
     if len(set(names)) != len(names):
         raise SystemExit("muxbench: two servers share a name; name them with NAME=PATH")
-    return [Server(s.name, s.path, s.max_clients, extra.get(s.name, s.args)) for s in servers]
+    return [dataclasses.replace(s, args=extra.get(s.name, s.args)) for s in servers]
 
 
 def matplotlib_python() -> str | None:

@@ -23,10 +23,14 @@ class Server:
     path: str
     max_clients: int = UNLIMITED
     args: tuple[str, ...] = ()  # extra flags for this server only
+    # Non-empty: a reference row built on a production library (its label,
+    # e.g. "libuv 1.44.2"), drawn dashed and named as a library, not a technique.
+    reference: str = ""
 
 
 def parse_server(entry: str) -> Server:
-    """``name=PATH[,max_clients=N]`` or just ``PATH`` (named after the file)."""
+    """``name=PATH[,max_clients=N][,reference=LABEL]`` or just ``PATH`` (named
+    after the file)."""
     fields = entry.split(",")
     head = fields[0]
     if "=" in head:
@@ -35,15 +39,18 @@ def parse_server(entry: str) -> Server:
         path = head
         name = re.sub(r"[^A-Za-z0-9_]", "_", Path(head).name)
     max_clients = UNLIMITED
+    reference = ""
     for extra in fields[1:]:
         key, _, value = extra.partition("=")
         if key == "max_clients":
             max_clients = int(value)
+        elif key == "reference":
+            reference = value or name
         else:
             raise ValueError(f"unknown server attribute {key!r} in {entry!r}")
     if not os.access(path, os.X_OK):
         raise ValueError(f"{name}: {path} is not an executable file")
-    return Server(name, path, max_clients)
+    return Server(name, path, max_clients, reference=reference)
 
 
 @dataclass

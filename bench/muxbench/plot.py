@@ -67,6 +67,35 @@ plt.rcParams.update({
 
 EXTRA_LABELS: set[str] = set()  # servers that are not among KNOWN_SERVERS
 
+# Reference rows: servers built on production libraries (libuv, libevent),
+# drawn dashed with hollow markers and labelled "... (library)", so that no
+# one reads them as one more technique. Server name -> legend label.
+REFERENCE_LABELS: dict[str, str] = {}
+
+
+def _register_references(servers: list[dict]) -> None:
+    for server in servers:
+        if server.get("reference"):
+            label = f"{server['reference']} (library)"
+            REFERENCE_LABELS[server["name"]] = label
+            EXTRA_LABELS.add(label)
+
+
+def _reference_style(server: str, style: dict, kwargs: dict) -> None:
+    """Turns a server's line style into a reference row's, in place."""
+    if server not in REFERENCE_LABELS:
+        return
+    if style.get("label") == server:
+        style["label"] = REFERENCE_LABELS[server]
+    style["linestyle"] = "--"
+    style["markerfacecolor"] = "white"
+    if kwargs.get("linestyle") == "--":  # the p50 companion line: dotted instead
+        kwargs["linestyle"] = ":"
+
+
+def _label(server: str) -> str:
+    return REFERENCE_LABELS.get(server, server)
+
 
 class Styles:
     """Colour and marker per server, fixed by name, extras in a stable order."""
@@ -99,6 +128,7 @@ class Run:
         self.micro = read_csv(micro_path) if micro_path.exists() else []
         self.styles = Styles(sorted({r["server"] for r in self.rows}))
         self.max_clients = {s["name"]: s["max_clients"] for s in self.suite.get("servers", [])}
+        _register_references(self.suite.get("servers", []))
 
     def scenario(self, name: str) -> list[dict]:
         return [r for r in self.rows if r["scenario"] == name]
@@ -187,6 +217,8 @@ def _line(ax, run: Run, rows: list[dict], server: str, x: str, y: str,
     xs = [r[x] for r in series]
     ys = [r[y] for r in series]
     style = dict(color=run.styles.colour(server), marker=run.styles.marker(server), label=server)
+    kwargs = dict(kwargs)
+    _reference_style(server, style, kwargs)
     style.update(kwargs)
     ax.plot(xs, ys, **style)
     if low and high and all(r[low] != "" for r in series):
@@ -275,6 +307,13 @@ def _chart(scenario: str, panels: int = 2):
     return wrap
 
 
+def _latency_lines(ax, run: Run, rows: list[dict], server: str, x: str) -> None:
+    """p99 (solid, with its spread) and p50 (dashed) of one server against `x`."""
+    _line(ax, run, rows, server, x, "p99_us", "p99_min_us", "p99_max_us")
+    _line(ax, run, rows, server, x, "p50_us", linestyle="--", linewidth=1.5, alpha=0.7,
+          label="_nolegend_")
+
+
 def _throughput_and_latency(run: Run, rows: list[dict], x: str, left, right,
                             throughput: str = "throughput_msgs", p50: bool = False) -> None:
     """Throughput on the left, p99 (and p50, dashed) on the right, per server."""
@@ -316,9 +355,7 @@ def chart_rate(run: Run, rows: list[dict], axes) -> None:
             if row["server_cpu_s"] != "" else ""
         row["achieved_pct"] = 100 * row["achieved_rate"] / row["offered_rate"]
     for server in _servers(run, rows):
-        _line(latency, run, rows, server, "offered_rate", "p99_us", "p99_min_us", "p99_max_us")
-        _line(latency, run, rows, server, "offered_rate", "p50_us", linestyle="--",
-              linewidth=1.5, alpha=0.7, label="_nolegend_")
+        _latency_lines(latency, run, rows, server, "offered_rate")
         _line(busy, run, rows, server, "offered_rate", "server_busy_pct")
         _line(achieved, run, rows, server, "offered_rate", "achieved_pct")
     latency.set(yscale="log", ylabel="latency (µs)",
@@ -394,8 +431,11 @@ def _bars(ax, run: Run, rows: list[dict], groups: list[tuple[str, list[dict]]], 
             hi = row[high] if high and row[high] != "" else row[value]
             errors[0].append(row[value] - lo)
             errors[1].append(hi - row[value])
-        ax.bar(xs, heights, width * 0.95, yerr=errors, capsize=3, label=server,
-               color=run.styles.colour(server), edgecolor="white")
+        reference = server in REFERENCE_LABELS
+        ax.bar(xs, heights, width * 0.95, yerr=errors, capsize=3, label=_label(server),
+               color="white" if reference else run.styles.colour(server),
+               edgecolor=run.styles.colour(server) if reference else "white",
+               hatch="//" if reference else None, linestyle="--" if reference else "-")
         # The number above each bar (and its whisker): slides are read from afar.
         # A dagger: the generator was over 90% busy there.
         for x, height, above, flag in zip(xs, heights, errors[1], flags):
@@ -488,6 +528,34 @@ def chart_efficiency(run: Run) -> bool:
     return True
 
 
+@_chart("c10k", panels=3)
+def chart_c10k(run: Run, rows: list[dict], axes) -> None:
+    """Ten thousand slow clients: latency from the intended send time, what a
+    message costs the server, and how much of the offered load was answered."""
+    latency, cost, answered = axes
+    for row in _ok(rows):
+        row["answered_pct"] = 100 * row["answered_rate"] / row["offered_rate"] \
+            if row["answered_rate"] != "" and row["offered_rate"] else ""
+    for server in _servers(run, rows):
+        _latency_lines(latency, run, rows, server, "offered_rate")
+        _line(cost, run, rows, server, "offered_rate", "server_cpu_us_per_msg", rings=False)
+        _line(answered, run, rows, server, "offered_rate", "answered_pct")
+    latency.set(yscale="log", ylabel="latency (µs)",
+                title="p99 (solid), p50 (dashed)\nfrom the intended send time")
+    cost.set(ylabel="server CPU per message (µs)", title="What a message costs the server")
+    cost.set_ylim(bottom=0)
+    answered.set(ylabel="answered ÷ offered (%)", title="Messages due that were answered")
+    answered.axhline(100, color="#777777", linestyle=":", linewidth=1.5)
+    for ax in (latency, cost, answered):
+        ax.set(xscale="log", xlabel="offered rate, all connections (messages/s)")
+        ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
+    skipped = sorted({r["server"] for r in rows if r["status"] == "skipped"})
+    if skipped:
+        latency.text(0.01, 0.01, "not run: " + ", ".join(skipped) + "\n(FD_SETSIZE or "
+                     "RLIMIT_NOFILE; see results.csv)", transform=latency.transAxes,
+                     fontsize=9, color="#555555", va="bottom")
+
+
 def chart_micro(run: Run) -> bool:
     if not run.micro:
         return False
@@ -519,6 +587,7 @@ CHARTS = {
     "msgsize": chart_msgsize,
     "handler": chart_handler,
     "churn": chart_churn,
+    "c10k": chart_c10k,
     "efficiency": chart_efficiency,
     "micro": chart_micro,
 }

@@ -74,6 +74,19 @@ def _ratio(numerator: float, denominator: float) -> float | str:
     return numerator / denominator if denominator else ""
 
 
+def _ratio_known(numerator, denominator) -> float | str:
+    """A counter a server could not count (a library's hidden system calls
+    are written as null) stays unknown: an empty cell, not a zero."""
+    if numerator is None or denominator is None:
+        return ""
+    return _ratio(numerator, denominator)
+
+
+def _sum_known(stats: dict, keys: tuple[str, ...]) -> int | None:
+    values = [stats.get(key) for key in keys]
+    return None if any(v is None for v in values) else sum(values)
+
+
 def run_row(scenario: str, rep: int, record: dict, raw_name: str) -> dict:
     """The runs.csv row of one measurement."""
     gen = record["loadgen"]
@@ -84,8 +97,7 @@ def run_row(scenario: str, rep: int, record: dict, raw_name: str) -> dict:
     # greeting of each persistent connection.
     echoes = gen["messages"]["completed"] + gen["connections_ready"]
     window_msgs = gen["messages"]["window_completed"]
-    syscalls = (stats["wakeups"] + stats["reads"] + stats["writes"] + stats["ctl_calls"] +
-                stats["accepts"])
+    syscalls = _sum_known(stats, ("wakeups", "reads", "writes", "ctl_calls", "accepts"))
     server_cpu = gen["server"]["cpu_s"] if gen.get("server") else ""
     return {
         "scenario": scenario,
@@ -104,10 +116,10 @@ def run_row(scenario: str, rep: int, record: dict, raw_name: str) -> dict:
         "errors": gen["errors"]["total"],
         "server_cpu_s": server_cpu,
         "client_cpu_s": gen["client"]["cpu_s"],
-        "wakeups_per_msg": _ratio(stats["wakeups"], echoes),
-        "ctl_per_msg": _ratio(stats["ctl_calls"], echoes),
-        "syscalls_per_msg": _ratio(syscalls, echoes),
-        "events_per_wakeup": _ratio(stats["events"], stats["wakeups"]),
+        "wakeups_per_msg": _ratio_known(stats.get("wakeups"), echoes),
+        "ctl_per_msg": _ratio_known(stats.get("ctl_calls"), echoes),
+        "syscalls_per_msg": _ratio_known(syscalls, echoes),
+        "events_per_wakeup": _ratio_known(stats.get("events"), stats.get("wakeups")),
         "ctx_switches_per_msg": _ratio(
             usage["voluntary_switches"] + usage["involuntary_switches"], echoes),
         "server_cpu_us_per_msg": _ratio(server_cpu * 1e6, window_msgs) if server_cpu != "" else "",

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import machine, micro, results, summary
 from .build import UNLIMITED, BuildInfo, Server
 from .execute import Placement, RunError, Timing, descriptor_limit, measure
-from .suite import Point, Preset, Scenario
+from .suite import FD_SETSIZE, Point, Preset, Scenario
 
 
 @dataclass
@@ -97,8 +97,12 @@ def _clock(seconds: float) -> str:
 def _limit_note(server: Server, point: Point, fd_limit: int) -> str | None:
     """Why this point cannot run on this server, or None."""
     if point.sockets() > server.max_clients:
+        why = ""
+        if server.max_clients < FD_SETSIZE:
+            # select(): a descriptor numbered FD_SETSIZE or above does not fit an fd_set.
+            why = f" (FD_SETSIZE = {FD_SETSIZE}: select() cannot watch higher descriptors)"
         return (f"needs {point.sockets()} connections; {server.name} holds at most "
-                f"{server.max_clients}")
+                f"{server.max_clients}{why}")
     if point.sockets() + 64 > fd_limit:
         return f"needs {point.sockets()} descriptors; RLIMIT_NOFILE allows {fd_limit}"
     return None
@@ -130,6 +134,8 @@ class Suite:
         jobs = []
         for rep in range(1, self.preset.repetitions + 1):
             for scenario in self.preset.scenarios:
+                if scenario.repetitions is not None and rep > scenario.repetitions:
+                    continue
                 for point in self._points(scenario):
                     jobs.extend(Job(scenario, point, server, rep) for server in self.servers)
         return jobs
@@ -274,7 +280,8 @@ class Suite:
             "capacity_msgs": self.capacity,
             "servers": [{"name": s.name,
                          "max_clients": s.max_clients if s.max_clients < UNLIMITED else None,
-                         "args": list(s.args)} for s in self.servers],
+                         "args": list(s.args),
+                         "reference": s.reference or None} for s in self.servers],
             "scenarios": {s.name: s.title for s in self.preset.scenarios},
             "warnings": self.warnings.lines,
         }

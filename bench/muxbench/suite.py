@@ -59,6 +59,9 @@ class Scenario:
     name: str  # the `scenario` column of results.csv
     title: str  # the chart's title
     points: list[Point]
+    # Fewer repetitions than the preset's, for a scenario whose every run is
+    # long (c10k sets up ten thousand connections per run). None: the preset's.
+    repetitions: int | None = None
 
 
 @dataclass
@@ -110,6 +113,26 @@ def _churn(concurrency: list[int]) -> Scenario:
     return Scenario("churn", "Churn: connect, echo 64 B, close", points)
 
 
+C10K_CONNECTIONS = 10_000
+
+
+def _c10k(rates: list[float], connections: int = C10K_CONNECTIONS,
+          repetitions: int | None = None) -> Scenario:
+    """Many slow clients: every connection sends on its own low-rate schedule.
+
+    The generator's open loop deals the messages due out to its connections in
+    turn, so connection i sends every connections/rate seconds at its own phase
+    (1000 s⁻¹ over 10 000 connections: one message per connection every 10 s);
+    latency counts from the intended send time. select() cannot take part:
+    descriptors numbered FD_SETSIZE (1024) and above do not fit its fd_set, so
+    the runner records it as skipped. poll() pays a scan of every descriptor on
+    each wakeup, the epoll and io_uring servers should not."""
+    points = [Point(mode="open", connections=connections, rate=r) for r in rates]
+    title = (f"c10k: {connections:,} connections, each on its own low-rate open-loop "
+             "schedule (64 B)")
+    return Scenario("c10k", title, points, repetitions)
+
+
 def preset(name: str) -> Preset:
     if name == "smoke":
         scenarios = [
@@ -122,6 +145,9 @@ def preset(name: str) -> Preset:
             _msgsize([16384], connections=2),
             _handler([200], [], connections=4),
             _churn([2]),
+            # The c10k machinery on a small scale: many connections, each far
+            # below one message per window.
+            _c10k([1500], connections=600),
         ]
         return Preset(name, repetitions=1, warmup_s=0.1, duration_s=0.5,
                       micro_min_time_s=0.002, drain_timeout_s=3.0, scenarios=scenarios)
@@ -132,6 +158,7 @@ def preset(name: str) -> Preset:
             _idle([0, 3000]),
             _msgsize([16384]),
             _handler([1000], [50]),
+            _c10k([20000], repetitions=1),
         ]
         return Preset(name, repetitions=3, warmup_s=0.1, duration_s=0.15,
                       micro_min_time_s=0.01, scenarios=scenarios)
@@ -143,6 +170,7 @@ def preset(name: str) -> Preset:
             _msgsize([16, 1024, 65536]),
             _handler([1000], [50]),
             _churn([8]),
+            _c10k([5000, 40000], repetitions=1),
         ]
         return Preset(name, repetitions=3, warmup_s=0.2, duration_s=0.5,
                       micro_min_time_s=0.05, scenarios=scenarios)
@@ -155,6 +183,7 @@ def preset(name: str) -> Preset:
             _msgsize([16, 64, 256, 1024, 4096, 16384, 65536]),
             _handler([100, 1000], [20, 100]),
             _churn([1, 8, 64]),
+            _c10k([5000, 10000, 20000, 35000, 50000], repetitions=3),
         ]
         return Preset(name, repetitions=5, warmup_s=1.0, duration_s=3.0,
                       micro_min_time_s=0.3, drain_timeout_s=10.0, scenarios=scenarios)

@@ -31,6 +31,10 @@ TABLES = [
       ("server_cpu_s", "server CPU s")]),
     ("churn", "connections", "at a time",
      [("throughput_msgs", "connections/s"), ("p99_us", "p99 µs")]),
+    ("c10k", "offered_rate", "offered msg/s",
+     [("answered_rate", "answered msg/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
+      ("p999_us", "p99.9 µs"), ("server_cpu_us_per_msg", "server CPU µs/msg"),
+      ("send_lag_p99_us", "generator lag p99 µs"), ("client_util_max", "generator busy")]),
 ]
 
 
