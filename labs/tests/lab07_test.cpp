@@ -48,5 +48,13 @@ TEST(Lab07FindTheBugs, IdleServerSleeps) {
   ASSERT_EQ(server.stop(SIGTERM).code, 0);
 }
 
+TEST(Lab07FindTheBugs, ConnectionsBeyondFdSetsizeAreRefusedAndTheRestServed) {
+  expect_fd_setsize_respected();
+}
+
+TEST(Lab07FindTheBugs, SleepsWhenQuietEvenBesideAClientThatDoesNotRead) {
+  expect_cheap_when_quiet();
+}
+
 }  // namespace
 }  // namespace muxlab::test
