@@ -37,7 +37,8 @@ class ThreadPerConnection {
     while (!ctx_.shutdown.requested()) {
       if (::poll(watched, 2, -1) < 0 && errno != EINTR) throw SystemError("poll", errno);
       // TODO(1): count the wakeup and its events so --stats-json is honest
-      // (the benchmark's "wakeups per message" column reads these counters).
+      // (the benchmark's "wakeups per message" column reads these counters),
+      // and trace it: ctx_.tracer.line("wakeup: ...") (--trace must show it).
       if ((watched[1].revents & POLLIN) == 0) continue;
       auto [status, fd] = ctx_.acceptor.accept_one(ctx_.listener.get(), /*nonblocking=*/true);
       if (status != Acceptor::Status::kAccepted) continue;
@@ -62,7 +63,8 @@ class ThreadPerConnection {
     // descriptors, the connection (POLLIN while echo.can_read(), POLLOUT while
     // echo.wants_write()) and ctx_.shutdown.fd() (POLLIN). Count each return
     // as one wakeup and its ready descriptors as events, so the counters
-    // compare with the multiplexers'. Then read_once() if the connection is
+    // compare with the multiplexers', and trace one line per wakeup that names
+    // the descriptor ("wakeup: fd 7: ..."). Then read_once() if the connection is
     // readable (or reported POLLHUP/POLLERR), and flush() whenever output is
     // queued.
     //

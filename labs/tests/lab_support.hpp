@@ -326,6 +326,33 @@ inline nlohmann::json expect_cheap_when_quiet(std::vector<std::string> args = {}
   return json;
 }
 
+// Starts the server with `args` and --stats-json, sends `messages` round trips
+// on each of `clients` connections (read promptly), stops it with SIGTERM and
+// checks `ctl_calls` in the stats file against `budget`; `what` says what the
+// technique needs, for the failure line.
+inline void expect_ctl_calls_within(std::vector<std::string> args, int clients, int messages,
+                                    long budget, const std::string& what) {
+  const std::string stats = temp_path("lab-stats");
+  args.insert(args.end(), {"--stats-json", stats});
+  ServerProcess server(lab_launch(args));
+  {
+    std::vector<Fd> connections;
+    for (int i = 0; i < clients; ++i) connections.push_back(connect_to(server.port()));
+    for (int i = 0; i < messages; ++i) {
+      for (auto& client : connections) {
+        ASSERT_EQ(round_trip(client.get(), "message"), "message") << "message " << i;
+      }
+    }
+  }
+  ASSERT_EQ(server.stop(SIGTERM).code, 0);
+  const auto json = read_json(stats);
+  ::unlink(stats.c_str());
+  const long ctl = json.value("ctl_calls", 0L);
+  EXPECT_LE(ctl, budget) << "epoll_ctl was called " << ctl << " times for " << clients
+                         << " connections and " << clients * messages << " messages (" << what
+                         << "; budget " << budget << ")";
+}
+
 // Holds `count` connections to the server at once (it needs the caller's
 // descriptor limit raised: raise_fd_limit()). Connections the server refuses
 // may already be closed; each is checked by the caller.
@@ -400,7 +427,8 @@ inline void expect_fd_setsize_respected(int total = 1100) {
 // the server (sends 64 KiB blocks as fast as it is allowed and reads its echo).
 // A loop that gives every connection a bounded turn answers the quiet client
 // within a turn or two; one that drains the flood to EAGAIN first makes it
-// wait for everything the flood managed to send meanwhile.
+// wait for everything the flood managed to send meanwhile. A ping that gets
+// no answer within 3 s ends the measurement and counts as 3 s.
 inline std::chrono::microseconds quiet_latency_beside_a_flood(ServerProcess& server, int pings) {
   Fd flood = connect_to(server.port());
   Fd quiet = connect_to(server.port());
@@ -422,8 +450,8 @@ inline std::chrono::microseconds quiet_latency_beside_a_flood(ServerProcess& ser
   for (int i = 0; i < pings; ++i) {
     const std::string message = "ping " + std::to_string(i);
     const auto start = Clock::now();
-    if (round_trip(quiet.get(), message, 5s) != message) {
-      times.push_back(std::chrono::microseconds(5'000'000));
+    if (round_trip(quiet.get(), message, 3s) != message) {
+      times.assign(static_cast<std::size_t>(pings), std::chrono::microseconds(3'000'000));
       break;
     }
     times.push_back(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start));

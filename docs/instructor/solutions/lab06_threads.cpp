@@ -40,6 +40,7 @@ class ThreadPerConnection {
       }
       ctx_.counters.wakeups.add();
       ctx_.counters.events.add(static_cast<std::uint64_t>(ready));
+      ctx_.tracer.line("wakeup: acceptor's poll returned %d", ready);
       if ((watched[1].revents & POLLIN) == 0) continue;
       auto [status, fd] = ctx_.acceptor.accept_one(ctx_.listener.get(), /*nonblocking=*/true);
       if (status != Acceptor::Status::kAccepted) continue;
@@ -79,6 +80,8 @@ class ThreadPerConnection {
       }
       ctx_.counters.wakeups.add();
       ctx_.counters.events.add(static_cast<std::uint64_t>(ready));
+      ctx_.tracer.line("wakeup: fd %d: poll returned %d (revents 0x%x)", echo.fd(), ready,
+                       static_cast<unsigned>(watched[0].revents));
       if (watched[1].revents != 0) return;  // shutdown: the connection closes with `echo`
       if (watched[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         if (echo.can_read()) echo.read_once();
