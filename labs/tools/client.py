@@ -91,7 +91,13 @@ def connect_many(host, port, count, timeout):
     return socks
 
 
+def show(data):
+    """repr() of what came back, cut short when it is long."""
+    return repr(data) if len(data) <= 60 else f"{data[:40]!r}... ({len(data)} bytes)"
+
+
 def receive(sock, size, timeout):
+    """Reads until `size` bytes, EOF or a reset, or until nothing came for `timeout` s."""
     data = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as waiting:
@@ -107,6 +113,7 @@ def receive(sock, size, timeout):
             if not chunk:
                 return data, "eof"
             data += chunk
+            deadline = time.monotonic() + timeout
     return data, "open"
 
 
@@ -181,7 +188,8 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--timeout", type=float, default=3.0,
-                        help="seconds to wait for each answer (default 3)")
+                        help="seconds to wait for an answer that does not come "
+                             "(default 3; a long answer may take longer while it keeps coming)")
     parser.add_argument("steps", nargs="+", metavar="STEP")
     args = parser.parse_args()
     raise_fd_limit()
@@ -267,7 +275,7 @@ def main():
                 current.sendall(message)
                 data, _ = receive(current, len(message), args.timeout)
                 if data != message:
-                    print(f"connection {number}: ping {i} got {data!r} within {args.timeout:g} s")
+                    print(f"connection {number}: ping {i} got {show(data)} within {args.timeout:g} s")
                     ok = False
                     break
                 times.append(time.monotonic() - start)
@@ -305,7 +313,7 @@ def main():
                 text = b""
             current.shutdown(socket.SHUT_WR)
             data, ending = read_to_end(current, args.timeout)
-            print(f"connection {number}: FIN sent, got {data!r} then {ending}")
+            print(f"connection {number}: FIN sent, got {show(data)} then {ending}")
             ok &= data == text and ending == "eof"
         else:
             text = decode(step)
@@ -314,7 +322,7 @@ def main():
             if data == text:
                 print(f"connection {number}: sent {len(text)} bytes, echoed {data!r}")
             else:
-                print(f"connection {number}: sent {len(text)} bytes, got {data!r} ({ending}) "
+                print(f"connection {number}: sent {len(text)} bytes, got {show(data)} ({ending}) "
                       f"within {args.timeout:g} s")
                 ok = False
     for flood in floods:
