@@ -36,11 +36,11 @@ class PollServer {
   void run() {
     ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
-      const int ready = ::poll(slots_.data(), slots_.size(), -1);
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        throw SystemError("poll", errno);
-      }
+      int ready = -1;
+      do {  // EINTR: wait again, so the shutdown is a wakeup like any other
+        ready = ::poll(slots_.data(), slots_.size(), -1);
+      } while (ready < 0 && errno == EINTR);
+      if (ready < 0) throw SystemError("poll", errno);
       ctx_.counters.wakeups.add();
       ctx_.counters.events.add(static_cast<std::uint64_t>(ready));
       ctx_.tracer.line("wakeup: poll returned %d", ready);

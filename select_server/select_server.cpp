@@ -45,15 +45,15 @@ class SelectServer {
   void run() {
     ctx_.ready();  // the loop's own descriptors exist: now clients may come
     while (!ctx_.shutdown.requested()) {
-      build_sets();
-      // Linux writes the time not slept back into the timeval, so it must be
-      // set again before every call, like the sets.
-      timeval timeout{.tv_sec = kTickSeconds, .tv_usec = 0};
-      const int ready = ::select(maxfd_ + 1, &read_set_, &write_set_, &except_set_, &timeout);
-      if (ready < 0) {
-        if (errno == EINTR) continue;
-        throw SystemError("select", errno);
-      }
+      int ready = -1;
+      do {  // EINTR: wait again, so the shutdown is a wakeup like any other
+        build_sets();
+        // Linux writes the time not slept back into the timeval, so it must be
+        // set again before every call, like the sets.
+        timeval timeout{.tv_sec = kTickSeconds, .tv_usec = 0};
+        ready = ::select(maxfd_ + 1, &read_set_, &write_set_, &except_set_, &timeout);
+      } while (ready < 0 && errno == EINTR);
+      if (ready < 0) throw SystemError("select", errno);
       ctx_.counters.wakeups.add();
       ctx_.counters.events.add(static_cast<std::uint64_t>(ready));
       ctx_.tracer.line("wakeup: select returned %d%s", ready, ready == 0 ? " (timeout)" : "");

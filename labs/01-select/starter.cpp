@@ -45,7 +45,8 @@ class Loop {
       // comparison go?). Why must this happen again on every pass?
       (void)maxfd;
 
-      // TODO(2): call select(maxfd + 1, ...) with a timeout or nullptr. On
+      // TODO(2): call select(maxfd + 1, ...) with a timeout of one second (or
+      // nullptr); where must the timeval be set, and why? On
       // EINTR go round again; any other failure: throw SystemError("select", errno).
       // Count ctx_.counters.wakeups, add the result to ctx_.counters.events and
       // write one ctx_.tracer.line("wakeup: ...") per wakeup.

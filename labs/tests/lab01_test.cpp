@@ -38,5 +38,15 @@ TEST(Lab01Select, ClientsLeavingInAnyOrderDoNotDisturbTheOthers) {
   expect_survivors_served(server, 12, 2);
 }
 
+TEST(Lab01Select, SleepsWhenQuietEvenBesideAClientThatDoesNotRead) {
+  // A timeval set once, before the loop, is worn down to zero by Linux (it
+  // writes back the time not slept): from then on select returns at once.
+  expect_cheap_when_quiet();
+}
+
+TEST(Lab01Select, ConnectionsBeyondFdSetsizeAreRefusedAndTheRestServed) {
+  expect_fd_setsize_respected();
+}
+
 }  // namespace
 }  // namespace muxlab::test

@@ -42,5 +42,11 @@ TEST(Lab02Poll, ClosedSlotsAreReused) {
   EXPECT_EQ(round_trip(last.get(), "still here"), "still here");
 }
 
+TEST(Lab02Poll, SleepsWhenQuietEvenBesideAClientThatDoesNotRead) {
+  // POLLIN asked for while the buffer is full, or after the FIN, is reported
+  // on every call: poll returns at once, forever.
+  expect_cheap_when_quiet();
+}
+
 }  // namespace
 }  // namespace muxlab::test

@@ -41,5 +41,9 @@ TEST(Lab06Benchmarking, CountersMatchTheTrafficSent) {
   ::unlink(stats.c_str());
 }
 
+TEST(Lab06Benchmarking, SleepsWhenQuietEvenBesideAClientThatDoesNotRead) {
+  expect_cheap_when_quiet();
+}
+
 }  // namespace
 }  // namespace muxlab::test

@@ -44,8 +44,17 @@ TEST(Lab07FindTheBugs, IdleServerSleeps) {
     ::poll(&none, 1, 100);  // a deadline, not a guess: the CPU budget decides
   }
   const double burned = server.cpu_seconds() - cpu_before;
-  EXPECT_LT(burned, 0.5) << "the idle server burned " << burned << " s of CPU";
+  EXPECT_LT(burned, 0.5) << "the idle server burned " << static_cast<int>(burned * 1000)
+                         << " ms of CPU in at most 8 s (a sleeping loop: under 500 ms)";
   ASSERT_EQ(server.stop(SIGTERM).code, 0);
+}
+
+TEST(Lab07FindTheBugs, ConnectionsBeyondFdSetsizeAreRefusedAndTheRestServed) {
+  expect_fd_setsize_respected();
+}
+
+TEST(Lab07FindTheBugs, SleepsWhenQuietEvenBesideAClientThatDoesNotRead) {
+  expect_cheap_when_quiet();
 }
 
 }  // namespace

@@ -11,7 +11,10 @@ What is checked, in every Markdown file under labs/ and docs/:
     `labs/check NN` names an existing lab;
   * in inline code, `--pitfall NAME` is some server's pitfall and `Suite.Name`
     names a GoogleTest test that exists in the sources; in the files this course
-    owns, an inline `--flag` is a flag of one of our executables.
+    owns, an inline `--flag` is a flag of one of our executables;
+  * in docs/instructor/mistakes.md, every row of a table names at least one
+    check (`Suite.Name`) and every check it names exists (so the list of
+    classic mistakes cannot point at a test that was renamed or removed).
 
 Which blocks are run (the info string after the language is not shown by Markdown
 renderers, so readers do not see the marks):
@@ -45,6 +48,7 @@ OWNED = ("labs/", "docs/pitfalls.md", "docs/comparison.md", "docs/README.md",
          "docs/instructor/")
 
 errors = []
+MISTAKES = "docs/instructor/mistakes.md"
 
 
 def fail(where, message):
@@ -245,6 +249,27 @@ class Runner:
             fail(where, f"exit {result.returncode}: {command}\n{result.stdout}{result.stderr}")
 
 
+def check_mistake_rows(rel, prose, tests):
+    """Each table row below a header with a "check" column names existing tests."""
+    column = None
+    for number, line in enumerate(prose.splitlines(), start=1):
+        if not line.startswith("|"):
+            column = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if column is None:
+            column = next((i for i, c in enumerate(cells) if "check" in c.lower()), -1)
+            continue
+        if column < 0 or set(line) <= set("|-: ") or column >= len(cells):
+            continue
+        names = re.findall(r"`([A-Z]\w+\.[A-Z]\w+)`", cells[column])
+        if not names:
+            fail(f"{rel}:{number}", "a mistake with no check (`Suite.Name`) that catches it")
+        for name in names:
+            if name not in tests:
+                fail(f"{rel}:{number}", f"`{name}`: the listed check does not exist")
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -324,6 +349,8 @@ def main():
                 for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span):
                     if flag not in flags and not flag.startswith("--gtest"):
                         fail(rel, f"`{flag}`: not a flag of any of our executables")
+        if rel == MISTAKES:
+            check_mistake_rows(rel, prose, tests)
         # Command blocks.
         uses_skipped = any(f"build/release/{d}/" in text for d in skipped)
         if uses_skipped:

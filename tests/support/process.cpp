@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +123,8 @@ pid_t spawn(const std::string& path, const std::vector<std::string>& args,
 
   const pid_t pid = ::fork();
   if (pid == 0) {
+    // A test killed by its timeout cannot stop its servers: the kernel does.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (max_open_files) {
       rlimit limit{*max_open_files, *max_open_files};
       ::setrlimit(RLIMIT_NOFILE, &limit);
@@ -192,7 +195,9 @@ ServerProcess::ServerProcess(const Launch& launch, std::chrono::milliseconds tim
 ServerProcess::~ServerProcess() {
   if (running()) stop(SIGKILL, 5s);
   ::unlink(out_path_.c_str());
-  ::unlink(err_path_.c_str());
+  // labs/check shows the tail of the last server's stderr when a test fails
+  // (a sanitizer report, an exception): it asks for the files to be kept.
+  if (std::getenv("MUXLAB_KEEP_SERVER_STDERR") == nullptr) ::unlink(err_path_.c_str());
 }
 
 bool ServerProcess::running() {
