@@ -78,10 +78,11 @@ class Server {
       const int timeout = -1;  // nothing waits in user space
       // At most kMaxEvents of the ready descriptors; the others stay on the
       // kernel's ready list for the next call.
-      const int ready = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, timeout);
-      // EINTR: a signal (the shutdown pipe is then readable, so the next call
-      // returns at once) or a SIGSTOP/SIGCONT; either way, ask again.
-      if (ready < 0 && errno == EINTR) continue;
+      int ready;
+      do {  // EINTR (a signal, or SIGSTOP/SIGCONT): ask again. After SIGTERM the
+            // shutdown pipe is readable, so the stop is a wakeup like any other.
+        ready = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, timeout);
+      } while (ready < 0 && errno == EINTR);
       if (ready < 0) throw SystemError("epoll_wait", errno);
       count_wakeup(ctx_, timeout, ready);
       for (int i = 0; i < ready; ++i) dispatch(events[i]);
