@@ -16,6 +16,13 @@ namespace {
 
 constexpr int kSockets = 4;
 
+// TCP only: listening sockets, SO_REUSEPORT. Named ".../tcp" like the other rules.
+class ReusePortTcp : public ::testing::TestWithParam<Transport> {};
+INSTANTIATE_TEST_SUITE_P(Rules, ReusePortTcp, ::testing::Values(Transport::kTcp), transport_name);
+class ListenerHerdTcp : public ::testing::TestWithParam<Transport> {};
+INSTANTIATE_TEST_SUITE_P(Rules, ListenerHerdTcp, ::testing::Values(Transport::kTcp),
+                         transport_name);
+
 // A TCP socket bound to 127.0.0.1:port (not listening), SO_REUSEPORT set
 // before bind() when asked. Returns bind()'s errno (0 on success) in *error.
 Fd bind_loopback(std::uint16_t port, bool reuse_port, int* error) {
@@ -65,7 +72,7 @@ int connect_and_find_queue(std::uint16_t port, const std::vector<Fd>& group, Fd*
   return -1;
 }
 
-TEST(ReusePortTcp, EverySocketMustSetItBeforeBind) {
+TEST_P(ReusePortTcp, EverySocketMustSetItBeforeBind) {
   int error = 0;
   Fd plain = bind_loopback(0, false, &error);
   ASSERT_EQ(error, 0);
@@ -82,7 +89,7 @@ TEST(ReusePortTcp, EverySocketMustSetItBeforeBind) {
   EXPECT_EQ(error, 0) << "both set it: the address is shared";
 }
 
-TEST(ReusePortTcp, EachSocketHasItsOwnAcceptQueue) {
+TEST_P(ReusePortTcp, EachSocketHasItsOwnAcceptQueue) {
   std::uint16_t port = 0;
   const std::vector<Fd> group = reuseport_group(&port);
   Fd client;
@@ -101,7 +108,7 @@ TEST(ReusePortTcp, EachSocketHasItsOwnAcceptQueue) {
   EXPECT_TRUE(accepted.valid());
 }
 
-TEST(ReusePortTcp, ConnectionsAreSpreadOverEverySocket) {
+TEST_P(ReusePortTcp, ConnectionsAreSpreadOverEverySocket) {
   // The kernel picks the socket by a hash of the connection's addresses and
   // ports; 64 connections from different ports all missing one of 4 sockets
   // would happen about once in 10^8 runs.
@@ -118,7 +125,7 @@ TEST(ReusePortTcp, ConnectionsAreSpreadOverEverySocket) {
   for (int i = 0; i < kSockets; ++i) EXPECT_GT(per_socket[static_cast<std::size_t>(i)], 0) << i;
 }
 
-TEST(ReusePortTcp, ClosingASocketResetsTheConnectionsInItsQueue) {
+TEST_P(ReusePortTcp, ClosingASocketResetsTheConnectionsInItsQueue) {
   // Unless net.ipv4.tcp_migrate_req is 1 (off by default), the queued
   // connections are not handed to another socket of the group.
   int migrate = 0;
@@ -167,18 +174,18 @@ HerdResult listener_herd(std::uint32_t mode, std::size_t first_sleeper, int expe
   return result;
 }
 
-TEST(ListenerHerdTcp, WithoutExclusiveOneConnectionWakesEveryInstance) {
+TEST_P(ListenerHerdTcp, WithoutExclusiveOneConnectionWakesEveryInstance) {
   EXPECT_EQ(listener_herd(0, 0, kSockets).woken, kSockets);
 }
 
-TEST(ListenerHerdTcp, WithExclusiveOneConnectionWakesTheFirstRegisteredInstance) {
+TEST_P(ListenerHerdTcp, WithExclusiveOneConnectionWakesTheFirstRegisteredInstance) {
   const HerdResult result = listener_herd(EPOLLEXCLUSIVE, 0, 1);
   EXPECT_EQ(result.woken, 1);
   ASSERT_FALSE(result.which.empty());
   EXPECT_TRUE(result.which[0]) << "the wake-up did not go to the instance registered first";
 }
 
-TEST(ListenerHerdTcp, ExclusiveCannotBeAddedToAPlainRegistrationByMod) {
+TEST_P(ListenerHerdTcp, ExclusiveCannotBeAddedToAPlainRegistrationByMod) {
   std::uint16_t port = 0;
   Fd listener = tcp_listener(&port);
   Fd ep = make_epoll();
@@ -186,7 +193,7 @@ TEST(ListenerHerdTcp, ExclusiveCannotBeAddedToAPlainRegistrationByMod) {
   EXPECT_EQ(ctl(ep.get(), EPOLL_CTL_MOD, listener.get(), EPOLLIN | EPOLLEXCLUSIVE), EINVAL);
 }
 
-TEST(ListenerHerdTcp, WithExclusiveAnInstanceWithoutASleeperIsPassedButStillGetsTheEvent) {
+TEST_P(ListenerHerdTcp, WithExclusiveAnInstanceWithoutASleeperIsPassedButStillGetsTheEvent) {
   // Nobody sleeps in instance 0 (its loop is busy): the wake-up goes on to
   // instance 1, the first with a sleeper, and stops there. Instance 0 was
   // passed on the way, and the connection is on its ready list too: its loop
