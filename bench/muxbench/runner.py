@@ -131,7 +131,8 @@ class Suite:
         for rep in range(1, self.preset.repetitions + 1):
             for scenario in self.preset.scenarios:
                 for point in self._points(scenario):
-                    jobs.extend(Job(scenario, point, server, rep) for server in self.servers)
+                    jobs.extend(Job(scenario, point, server, rep)
+                                for server in scenario.servers(self.servers))
         return jobs
 
     def _points(self, scenario: Scenario) -> list[Point]:
