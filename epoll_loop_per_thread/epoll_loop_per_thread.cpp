@@ -23,7 +23,6 @@
 //
 // Per-loop counters (thread0_wakeups, thread0_accepts, thread0_accept_eagain,
 // thread0_connections) land in --stats-json; --trace names the loop on every line.
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
@@ -88,11 +87,10 @@ const ServerSpec kSpec{
     .reuse_port = [] { return g_flags.listener == "reuseport"; },
 };
 
-struct Client {
-  Client(Fd fd, const ServerOptions& options, Counters& counters)
-      : echo(std::move(fd), options, counters) {}
-  EchoConnection echo;
-  std::uint32_t interest = 0;  // the events epoll_ctl last registered
+// A connection and the events epoll_ctl last registered for it.
+struct Client : EchoConnection {
+  using EchoConnection::EchoConnection;
+  std::uint32_t interest = 0;
 };
 
 using Table = ConnectionTable<Client>;
@@ -224,7 +222,7 @@ class Loop {
       const int number = fd.get();
       tracer_.line("accept: new connection fd %d", number);
       auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
-      client->interest = interest(client->echo);
+      client->interest = interest(*client);
       const std::uint64_t tag = table_.insert(number, std::move(client));
       epoll_event event{.events = table_.find(tag)->interest, .data = {.u64 = tag}};
       ctx_.counters.ctl_calls.add();
@@ -258,15 +256,15 @@ class Loop {
   // The level-triggered echo step of epoll_lt_server: one read, flush, then
   // re-register only if the interest changed.
   void serve(Client& client, const epoll_event& event) {
-    const int fd = client.echo.fd();
-    if (event.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client.echo.read_once();
-    client.echo.flush();
-    if (client.echo.finished()) {
+    const int fd = client.fd();
+    if (event.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) client.read_once();
+    client.flush();
+    if (client.finished()) {
       ++stats_.connections;
-      return table_.close(
-          fd, client.echo.peer_closed() ? "peer finished, all echoed" : "connection failed");
+      return table_.close(fd,
+                          client.peer_closed() ? "peer finished, all echoed" : "connection failed");
     }
-    const std::uint32_t wanted = interest(client.echo);
+    const std::uint32_t wanted = interest(client);
     if (wanted == client.interest) return;
     epoll_event update{.events = wanted, .data = event.data};
     ctx_.counters.ctl_calls.add();
@@ -293,13 +291,8 @@ class Loop {
 
 // The port the first listener was given (it may have asked for port 0).
 std::uint16_t bound_port(int fd) {
-  sockaddr_storage address{};
-  socklen_t length = sizeof address;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw SystemError("getsockname", errno);
-  }
-  // sin_port and sin6_port sit at the same place, in network byte order.
-  return ntohs(reinterpret_cast<const sockaddr_in&>(address).sin_port);
+  const std::string address = local_address(fd);  // "HOST:PORT" or "[HOST]:PORT"
+  return static_cast<std::uint16_t>(std::stoul(address.substr(address.rfind(':') + 1)));
 }
 
 void run_loops(ServerContext& ctx) {
