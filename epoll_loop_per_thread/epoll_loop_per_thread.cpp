@@ -321,9 +321,7 @@ void run_loops(ServerContext& ctx) {
   // and is reported by this thread once everyone has been joined.
   std::mutex failure_lock;
   std::optional<SystemError> failure;
-  auto body = [&](Loop& loop, std::size_t index) {
-    const std::string name = "loop" + std::to_string(index);  // in /proc/PID/task/*/comm
-    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+  auto body = [&](Loop& loop) {
     try {
       loop.run();
     } catch (const SystemError& error) {
@@ -334,7 +332,12 @@ void run_loops(ServerContext& ctx) {
   };
   std::vector<std::thread> threads;
   try {
-    for (std::size_t i = 0; i < count; ++i) threads.emplace_back(body, std::ref(*loops[i]), i);
+    for (std::size_t i = 0; i < count; ++i) {
+      threads.emplace_back(body, std::ref(*loops[i]));
+      // Named here, before "listening on": /proc/PID/task/*/comm says loopN.
+      const std::string name = "loop" + std::to_string(i);
+      ::pthread_setname_np(threads.back().native_handle(), name.substr(0, 15).c_str());
+    }
   } catch (const std::system_error& error) {
     ctx.shutdown.request();
     for (auto& thread : threads) thread.join();
