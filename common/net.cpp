@@ -35,7 +35,7 @@ std::string format_request(const std::string& host, std::uint16_t port) {
 
 }  // namespace
 
-Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog, bool reuse_port) {
   sockaddr_storage address{};
   socklen_t length = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
@@ -58,6 +58,9 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog) {
   // Lets a restarted server bind while old connections sit in TIME_WAIT.
   const int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    throw SystemError("setsockopt(SO_REUSEPORT) for " + where, errno);
+  }
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
     throw SystemError("cannot bind " + where, errno);
   }

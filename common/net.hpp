@@ -21,8 +21,11 @@ class SystemError : public std::runtime_error {
   int error_number_;
 };
 
-// A bound, listening, non-blocking, close-on-exec TCP socket.
-Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096);
+// A bound, listening, non-blocking, close-on-exec TCP socket. `reuse_port`
+// sets SO_REUSEPORT before bind(): the kernel then lets more sockets that set
+// it bind the same address, each with its own accept queue.
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog = 4096,
+              bool reuse_port = false);
 
 // "HOST:PORT" of a bound socket (IPv6 as "[ADDR]:PORT").
 std::string local_address(int fd);

@@ -44,6 +44,9 @@ struct ServerSpec {
   // Offers --max-connections N: beyond N clients, the oldest is closed to admit
   // a newcomer. Only servers that implement the eviction set this.
   bool offers_max_connections = false;
+  // Asked once the flags are parsed: true makes run_server set SO_REUSEPORT on
+  // the listening socket, so the loop may bind more sockets to its address.
+  std::function<bool()> reuse_port = nullptr;
 };
 
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints

@@ -19,7 +19,8 @@ int run_server(int argc, char** argv, const ServerSpec& spec, const ServerLoop& 
   std::map<std::string, std::uint64_t> extra_stats;
 
   try {
-    Fd listener = listen_tcp(options.host, options.port);
+    const bool reuse_port = spec.reuse_port && spec.reuse_port();
+    Fd listener = listen_tcp(options.host, options.port, 4096, reuse_port);
     Acceptor acceptor(counters, tracer);
     bool announced = false;
     auto announce = [&] {

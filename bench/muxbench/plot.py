@@ -491,6 +491,89 @@ def chart_churn(run: Run, rows: list[dict], axes) -> None:
     right.set(ylabel="p99 latency (µs)", title="p99 of one operation (connect included)")
 
 
+def _cores_runs(run: Run) -> list[dict]:
+    """The cores scenario's runs with what only the raw records hold: the
+    counters per accepted connection and the connections each loop took."""
+    runs_csv = run.folder / "runs.csv"
+    if not runs_csv.exists():
+        return []
+    found = []
+    for row in read_csv(runs_csv):
+        if row["scenario"] != "cores" or row["status"] != "ok" or not row.get("raw"):
+            continue
+        record = _load_json(run.folder / row["raw"])
+        stats, usage = record.get("stats", {}), record.get("server_rusage", {})
+        accepts = stats.get("accepts", 0)
+        _, mode, threads = row["server"].split(":")
+        if not accepts:
+            continue
+        found.append({
+            "mode": mode, "threads": int(threads.lstrip("t")),
+            "throughput": row["throughput_msgs"],
+            "wakeups": stats.get("wakeups", 0) / accepts,
+            "switches": (usage.get("voluntary_switches", 0) +
+                         usage.get("involuntary_switches", 0)) / accepts,
+            "per_thread": [stats.get(f"thread{i}_accepts", 0) for i in range(int(threads[1:]))],
+        })
+    return found
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+CORES_MODES = {"reuseport": ("#009E73", "o"), "exclusive": ("#0072B2", "s"),
+               "shared": ("#D55E00", "^")}
+
+
+def chart_cores(run: Run) -> bool:
+    """msg/s, wakeups and context switches per accepted connection vs
+    --threads, one line per listener mode; connections per loop as bars."""
+    runs = _cores_runs(run)
+    if not runs:
+        return False
+    title = run.suite.get("scenarios", {}).get("cores", "cores")
+    fig, axes = _figure(run, title, panels=2, rows=2)
+    most = max(r["threads"] for r in runs)
+    for mode, (colour, marker) in CORES_MODES.items():
+        mine = [r for r in runs if r["mode"] == mode]
+        counts = sorted({r["threads"] for r in mine})
+        if not counts:
+            continue
+        style = dict(color=colour, marker=marker, label=f"--listener {mode}")
+        for ax, key in zip(axes[:3], ("throughput", "switches", "wakeups")):
+            ax.plot(counts, [_median([r[key] for r in mine if r["threads"] == c]) for c in counts],
+                    **style)
+        # Connections per loop at the largest --threads, summed over the repetitions.
+        widest = [r for r in mine if r["threads"] == most]
+        if widest:
+            totals = [sum(r["per_thread"][i] for r in widest) for i in range(most)]
+            share = [100 * t / max(1, sum(totals)) for t in totals]
+            offset = (list(CORES_MODES).index(mode) - 1) * 0.27
+            axes[3].bar([i + offset for i in range(most)], share, width=0.27, color=colour,
+                        label="_nolegend_")
+    cpus = run.machine.get("cores_usable", "?")
+    placement = run.machine.get("placement", "")
+    axes[0].set(xlabel="--threads", ylabel="connections per second",
+                title="Connect + echo 64 B + close per second")
+    axes[0].yaxis.set_major_formatter(FuncFormatter(_thousands))
+    axes[1].set(xlabel="--threads", ylabel="context switches per connection",
+                title="Server context switches per accepted connection")
+    axes[2].set(xlabel="--threads", ylabel="wakeups per connection",
+                title="epoll_wait returns per accepted connection")
+    axes[3].set(xlabel=f"loop (--threads {most})", ylabel="% of the connections",
+                title="Connections each loop accepted", xticks=list(range(most)))
+    for ax in axes[:3]:
+        ax.set_xticks(sorted({r["threads"] for r in runs}))
+        ax.set_ylim(bottom=0)
+    fig.text(0.5, 0.035, f"This machine has {cpus} CPUs and the load generator needs its own: "
+             f"{placement}. Thread counts above the server's CPUs share them.",
+             ha="center", fontsize=10, color="#333333")
+    _save(fig, run, "cores", _legend(fig, axes))
+    return True
+
+
 def chart_efficiency(run: Run) -> bool:
     """Wakeups, system calls and CPU per message, from the ping-pong sweep."""
     rows = run.scenario("pingpong")
@@ -588,6 +671,7 @@ CHARTS = {
     "handler": chart_handler,
     "churn": chart_churn,
     "c10k": chart_c10k,
+    "cores": chart_cores,
     "efficiency": chart_efficiency,
     "micro": chart_micro,
 }

@@ -137,7 +137,8 @@ class Suite:
                 if scenario.repetitions is not None and rep > scenario.repetitions:
                     continue
                 for point in self._points(scenario):
-                    jobs.extend(Job(scenario, point, server, rep) for server in self.servers)
+                    jobs.extend(Job(scenario, point, server, rep)
+                                for server in scenario.servers(self.servers))
         return jobs
 
     def _points(self, scenario: Scenario) -> list[Point]:

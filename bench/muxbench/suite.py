@@ -10,7 +10,11 @@ lengths: `smoke` (the ctest, seconds), `quick` (about a minute), `default`
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from .build import Server
 
 # select() cannot watch a descriptor numbered 1024 or above (FD_SETSIZE); the
 # charts draw this line where the idle and connection sweeps pass it.
@@ -62,6 +66,39 @@ class Scenario:
     # Fewer repetitions than the preset's, for a scenario whose every run is
     # long (c10k sets up ten thousand connections per run). None: the preset's.
     repetitions: int | None = None
+    # When set, the scenario runs these variants of each server instead of
+    # the server itself (the same executable with other flags, named apart).
+    variants: Callable[[Server], list[Server]] | None = None
+
+    def servers(self, servers: list[Server]) -> list[Server]:
+        if self.variants is None:
+            return servers
+        return [variant for server in servers for variant in self.variants(server)]
+
+
+# The server the cores scenario sweeps, and how new connections reach its loops.
+LOOP_PER_THREAD = "epoll_loop_per_thread"
+LISTENER_MODES = ("reuseport", "exclusive", "shared")
+
+
+def core_counts(cpus: int) -> list[int]:
+    """--threads values for the cores scenario: 1, powers of two and the CPU
+    count itself, up to the number of CPUs; and 4 even on smaller machines, so
+    a herd of more than two shows."""
+    counts = {1, cpus, 4}
+    counts.update(2 ** k for k in range(1, cpus.bit_length()) if 2 ** k <= cpus)
+    return sorted(c for c in counts if c <= max(cpus, 4))
+
+
+def loop_per_thread_variants(server: Server, cpus: int | None = None) -> list[Server]:
+    """epoll_loop_per_thread once per listener mode and thread count, named
+    NAME:MODE:tN; no variant of any other server."""
+    if server.name != LOOP_PER_THREAD:
+        return []
+    cpus = cpus or len(os.sched_getaffinity(0))
+    return [Server(f"{server.name}:{mode}:t{threads}", server.path, server.max_clients,
+                   server.args + ("--threads", str(threads), "--listener", mode))
+            for mode in LISTENER_MODES for threads in core_counts(cpus)]
 
 
 @dataclass
@@ -133,6 +170,15 @@ def _c10k(rates: list[float], connections: int = C10K_CONNECTIONS,
     return Scenario("c10k", title, points, repetitions)
 
 
+def _cores(concurrency: int = 8) -> Scenario:
+    """Connection churn (connect, echo 64 B, close), where the front door is
+    the work: msg/s, wakeups and context switches per accepted connection and
+    the connections each loop took, per listener mode and --threads."""
+    points = [Point(mode="churn", connections=concurrency)]
+    return Scenario("cores", "Many cores: one epoll loop per thread, by listener mode", points,
+                    variants=loop_per_thread_variants)
+
+
 def preset(name: str) -> Preset:
     if name == "smoke":
         scenarios = [
@@ -159,6 +205,7 @@ def preset(name: str) -> Preset:
             _msgsize([16384]),
             _handler([1000], [50]),
             _c10k([20000], repetitions=1),
+            _cores(),
         ]
         return Preset(name, repetitions=3, warmup_s=0.1, duration_s=0.15,
                       micro_min_time_s=0.01, scenarios=scenarios)
@@ -171,6 +218,7 @@ def preset(name: str) -> Preset:
             _handler([1000], [50]),
             _churn([8]),
             _c10k([5000, 40000], repetitions=1),
+            _cores(),
         ]
         return Preset(name, repetitions=3, warmup_s=0.2, duration_s=0.5,
                       micro_min_time_s=0.05, scenarios=scenarios)
@@ -184,6 +232,7 @@ def preset(name: str) -> Preset:
             _handler([100, 1000], [20, 100]),
             _churn([1, 8, 64]),
             _c10k([5000, 10000, 20000, 35000, 50000], repetitions=3),
+            _cores(8),
         ]
         return Preset(name, repetitions=5, warmup_s=1.0, duration_s=3.0,
                       micro_min_time_s=0.3, drain_timeout_s=10.0, scenarios=scenarios)

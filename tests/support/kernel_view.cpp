@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -71,6 +72,37 @@ std::string io_uring_unavailable() {
   return std::string("io_uring is not available here: io_uring_setup: ") + std::strerror(errno);
 }
 
+std::vector<TaskView> tasks_of(pid_t pid, std::string_view prefix) {
+  std::vector<TaskView> tasks;
+  const std::string root = "/proc/" + std::to_string(pid) + "/task/";
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ignored)) {
+    TaskView task;
+    task.tid = static_cast<pid_t>(std::stol(entry.path().filename().string()));
+    const std::string dir = entry.path().string() + "/";
+    std::getline(std::ifstream(dir + "comm"), task.name);
+    if (task.name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string stat = read_file(dir + "stat");
+    if (const auto close = stat.rfind(')'); close != std::string::npos && close + 2 < stat.size()) {
+      task.state.state = stat[close + 2];
+    }
+    std::getline(std::ifstream(dir + "wchan"), task.state.wchan);
+    std::istringstream(read_file(dir + "syscall")) >> task.syscall;  // "running": stays -1
+    std::istringstream status(read_file(dir + "status"));
+    for (std::string line; std::getline(status, line);) {
+      std::istringstream fields(line);
+      std::string key;
+      fields >> key;
+      if (key == "voluntary_ctxt_switches:") fields >> task.voluntary_switches;
+      if (key == "nonvoluntary_ctxt_switches:") fields >> task.involuntary_switches;
+    }
+    tasks.push_back(std::move(task));
+  }
+  std::sort(tasks.begin(), tasks.end(),
+            [](const TaskView& a, const TaskView& b) { return a.tid < b.tid; });
+  return tasks;
+}
+
 bool freeze(pid_t pid, Clock::time_point deadline) {
   if (::kill(pid, SIGSTOP) != 0) return false;
   return wait_until([pid] { return main_thread_state(pid).state == 'T'; }, deadline);
@@ -123,6 +155,45 @@ std::optional<std::size_t> listener_backlog(std::uint16_t port) {
       find_row([port](const Row& r) { return r.state == kListen && r.local_port == port; });
   if (!row) return std::nullopt;
   return row->rx_queue;
+}
+
+std::size_t accept_queue_total(std::uint16_t port) {
+  std::size_t total = 0;
+  find_row([&](const Row& r) {
+    if (r.state == kListen && r.local_port == port) total += r.rx_queue;
+    return false;  // visit every row
+  });
+  return total;
+}
+
+int threads_woken_by_a_connection(const ServerProcess& server, Fd* client,
+                                  Clock::time_point deadline) {
+  const pid_t pid = server.pid();
+  auto all_asleep = [](const std::vector<TaskView>& tasks) {
+    return !tasks.empty() && std::all_of(tasks.begin(), tasks.end(),
+                                         [](const TaskView& t) { return t.state.state == 'S'; });
+  };
+  std::vector<TaskView> before;
+  if (!wait_until([&] { return all_asleep(before = tasks_of(pid)); }, deadline)) return -1;
+  *client = connect_to(server.port());
+  // Every wake-up a new connection causes happens when the kernel queues it,
+  // before anyone can accept it; so once the queue is empty again and every
+  // thread sleeps, all the woken threads have run and gone back to sleep.
+  int woken = -1;
+  const bool settled = wait_until(
+      [&] {
+        pollfd p{client->get(), POLLOUT, 0};
+        if (::poll(&p, 1, 0) != 1 || accept_queue_total(server.port()) != 0) return false;
+        const auto after = tasks_of(pid);
+        if (!all_asleep(after) || after.size() != before.size()) return false;
+        woken = 0;
+        for (std::size_t i = 0; i < after.size(); ++i) {
+          if (after[i].voluntary_switches != before[i].voluntary_switches) ++woken;
+        }
+        return woken > 0;  // 0: the connection has not reached the server yet
+      },
+      deadline);
+  return settled ? woken : -1;
 }
 
 std::optional<std::size_t> unread_by_server(std::uint16_t server_port, int client_fd) {

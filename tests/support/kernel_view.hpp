@@ -46,6 +46,33 @@ bool wait_until_ring_idle(pid_t pid, Clock::time_point deadline);
 // Tests that need io_uring skip with this text.
 std::string io_uring_unavailable();
 
+// Every thread of a process, from /proc/PID/task/TID: its name (comm), where it
+// sleeps, the system call it is in, and how often it gave up the CPU to wait.
+// A thread woken for nothing still costs one voluntary switch: that is how a
+// test counts the threads one event woke, whether user space saw it or not.
+struct TaskView {
+  pid_t tid = 0;
+  std::string name;
+  ThreadState state;
+  long syscall = -1;  // the number it is blocked in; -1 when running
+  std::uint64_t voluntary_switches = 0;
+  std::uint64_t involuntary_switches = 0;
+};
+// The threads whose name starts with `prefix` (all of them for ""), by tid.
+std::vector<TaskView> tasks_of(pid_t pid, std::string_view prefix = "");
+
+// Connections waiting to be accepted on `port`, summed over every listening
+// socket bound to it (with SO_REUSEPORT there is one per loop).
+std::size_t accept_queue_total(std::uint16_t port);
+
+// The thundering herd, counted: connects one client (which sends nothing) to
+// a server whose threads all sleep, waits until it has been accepted and every
+// thread sleeps again, and returns how many threads were woken on the way
+// (their voluntary switch count moved). -1 if that did not settle by the
+// deadline. The connection is left open in *client.
+int threads_woken_by_a_connection(const ServerProcess& server, Fd* client,
+                                  Clock::time_point deadline);
+
 // SIGSTOP, then wait until the process is stopped. While it is frozen, what the
 // test does piles up in the kernel (the accept queue, socket buffers, epoll's
 // ready list, in the order it happened) and the next epoll_wait after thaw()
