@@ -181,12 +181,23 @@ ServerProcess::ServerProcess(const Launch& launch, std::chrono::milliseconds tim
     if (!running() || Clock::now() >= deadline) break;
     std::this_thread::sleep_for(pause);
   }
+  if (!launch.require_ready && !running()) return;
   const std::string why = running() ? "no 'listening on' line in time" : "exited early";
   const std::string err = stderr_text();
   stop(SIGKILL);
   ::unlink(out_path_.c_str());
   ::unlink(err_path_.c_str());
   throw std::runtime_error(launch.path + ": " + why + "; stderr:\n" + err);
+}
+
+void flood_signal(pid_t target, int sig, int count) {
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
+  if (child == 0) {
+    for (int i = 0; i < count; ++i) ::kill(target, sig);
+    ::_exit(0);
+  }
+  reap(child, true);
 }
 
 ServerProcess::~ServerProcess() {
