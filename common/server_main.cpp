@@ -29,12 +29,12 @@ int run_server(int argc, char** argv, const ServerSpec& spec, const ServerLoop& 
   StatsFile stats_file;
   if (const int code = open_stats_file(stats_file, options.stats_json, spec.name); code != kExitOk)
     return code;
-  ShutdownSignal shutdown;
   Counters counters;
   Tracer tracer(spec.name, options.trace);
   std::map<std::string, std::uint64_t> extra_stats;
 
   try {
+    ShutdownSignal shutdown;
     Fd listener = listen_tcp(options.host, options.port);
     Acceptor acceptor(counters, tracer);
     bool announced = false;

@@ -6,9 +6,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include "net.hpp"
 
 namespace muxlab {
 
@@ -32,8 +31,8 @@ void on_signal(int) {
 ShutdownSignal::ShutdownSignal() {
   if (g_pipe[0] >= 0) return;  // already set up, and kept (see the destructor)
   if (::pipe2(g_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-    std::fprintf(stderr, "pipe2: %s\n", std::strerror(errno));
-    std::exit(1);
+    g_pipe[0] = g_pipe[1] = -1;
+    throw SystemError("cannot create the signal pipe", errno);
   }
   struct sigaction action {};
   action.sa_handler = on_signal;

@@ -8,6 +8,7 @@ class ShutdownSignal {
  public:
   // Installs the handlers and ignores SIGPIPE. One instance per process. The
   // handlers stay installed until the process is gone (see the destructor).
+  // Throws SystemError when the pipe cannot be created.
   ShutdownSignal();
   ~ShutdownSignal();
   ShutdownSignal(const ShutdownSignal&) = delete;

@@ -257,6 +257,20 @@ double ServerProcess::cpu_seconds() const {
   return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+double ServerProcess::runnable_seconds() const {
+  std::error_code error;
+  long double total_ns = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  for (std::filesystem::directory_iterator it(tasks, error), end; !error && it != end;
+       it.increment(error)) {
+    std::stringstream fields(read_file((it->path() / "schedstat").string()));
+    long double on_cpu = 0;
+    long double waiting = 0;
+    if (fields >> on_cpu >> waiting) total_ns += on_cpu + waiting;
+  }
+  return static_cast<double>(total_ns / 1e9L);
+}
+
 long ServerProcess::rss_kib() const {
   std::stringstream status(read_file("/proc/" + std::to_string(pid_) + "/status"));
   std::string line;

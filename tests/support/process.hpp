@@ -79,6 +79,11 @@ class ServerProcess {
   // From /proc/PID.
   int open_fd_count() const;
   double cpu_seconds() const;  // user + system
+  // Time its threads spent on a CPU or waiting in a run queue for one (from
+  // /proc/PID/task/*/schedstat). A spinning thread adds about one second per
+  // second of wall time however loaded the machine is; a sleeping one almost
+  // nothing. CPU time alone cannot tell a spin apart on a busy machine.
+  double runnable_seconds() const;
   long rss_kib() const;
 
  private:
