@@ -129,6 +129,10 @@ pid_t spawn(const std::string& path, const std::vector<std::string>& args,
     ::dup2(devnull, STDIN_FILENO);
     ::dup2(out, STDOUT_FILENO);
     ::dup2(err, STDERR_FILENO);
+    // Nothing of ours leaks into the server: descriptors the test (or ctest)
+    // left open would count against a small RLIMIT_NOFILE and could even
+    // keep the dynamic loader from opening the libraries.
+    ::close_range(3, ~0U, 0);
     ::execv(path.c_str(), argv.data());
     ::_exit(127);
   }
