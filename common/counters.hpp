@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 
+#include "fd.hpp"
+
 namespace muxlab {
 
 class Counter {
@@ -41,10 +43,24 @@ struct Counters {
   void connection_closed() { connections_now.sub(); }
 };
 
-// Writes the standard counters plus `extra` (technique-specific numbers) to `path`.
-// Returns false and sets errno when the file cannot be written.
-bool write_stats_json(const std::string& path, const std::string& server,
-                      const std::string& pitfall, const Counters& counters,
-                      const std::map<std::string, std::uint64_t>& extra);
+// The --stats-json file, opened (created, emptied) at start-up. A path that can
+// never work (a missing directory, a directory, no permission, a device, a
+// FIFO) is found before the server announces readiness instead of at exit,
+// when the run's counters would be lost; and writing a regular file at exit
+// cannot block the way opening a FIFO without a reader would.
+class StatsFile {
+ public:
+  // 0, or the errno of the failure; EINVAL: the path is not a regular file.
+  int open(const std::string& path);
+  bool is_open() const { return fd_.valid(); }
+
+  // Replaces the file's contents with the standard counters plus `extra`
+  // (technique-specific numbers). Returns false and sets errno on failure.
+  bool write(const std::string& server, const std::string& pitfall, const Counters& counters,
+             const std::map<std::string, std::uint64_t>& extra);
+
+ private:
+  Fd fd_;
+};
 
 }  // namespace muxlab

@@ -1,5 +1,7 @@
 #include "echo_connection.hpp"
 
+#include "shutdown_signal.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,14 +13,19 @@
 namespace muxlab {
 
 void simulate_request_cost(const ServerOptions& options) {
+  using std::chrono::steady_clock;
   if (options.work_us > 0) {
-    const auto until =
-        std::chrono::steady_clock::now() + std::chrono::microseconds(options.work_us);
-    while (std::chrono::steady_clock::now() < until) {
+    const auto until = steady_clock::now() + std::chrono::microseconds(options.work_us);
+    while (steady_clock::now() < until && !shutdown_requested()) {
     }
   }
-  if (options.block_us > 0)
-    std::this_thread::sleep_for(std::chrono::microseconds(options.block_us));
+  // Slept in short slices so a stop request is noticed within one of them.
+  constexpr auto kSlice = std::chrono::milliseconds(5);
+  const auto until = steady_clock::now() + std::chrono::microseconds(options.block_us);
+  for (auto left = until - steady_clock::now(); left > left.zero() && !shutdown_requested();
+       left = until - steady_clock::now()) {
+    std::this_thread::sleep_for(std::min<steady_clock::duration>(left, kSlice));
+  }
 }
 
 EchoConnection::EchoConnection(Fd fd, const ServerOptions& options, Counters& counters)
@@ -51,13 +58,18 @@ EchoConnection::Io EchoConnection::read_once() {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return Io::kWouldBlock;
-    failed_ = true;
-    if (errno == ECONNRESET) counters_.resets.add();
-    return Io::kFailed;
+    return fail(errno);
   }
 }
 
+EchoConnection::Io EchoConnection::fail(int error) {
+  if (!failed_ && (error == ECONNRESET || error == EPIPE)) counters_.resets.add();
+  failed_ = true;
+  return Io::kFailed;
+}
+
 EchoConnection::Io EchoConnection::flush() {
+  if (failed_) return Io::kFailed;  // the queue is for a peer that is gone
   bool moved = false;
   while (!outbox_.empty()) {
     const auto bytes = outbox_.readable();
@@ -72,9 +84,7 @@ EchoConnection::Io EchoConnection::flush() {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return moved ? Io::kProgress : Io::kWouldBlock;
-    failed_ = true;
-    if (errno == ECONNRESET || errno == EPIPE) counters_.resets.add();
-    return Io::kFailed;
+    return fail(errno);
   }
   return moved ? Io::kProgress : Io::kWouldBlock;
 }

@@ -19,6 +19,8 @@
 namespace muxlab {
 
 // The request cost model of --work-us / --block-us, applied once per read chunk.
+// A stop request cuts it short: the contract promises an exit within 3 s of
+// SIGTERM whatever a request costs, so the cost is treated as cancellable work.
 void simulate_request_cost(const ServerOptions& options);
 
 class EchoConnection {
@@ -53,6 +55,10 @@ class EchoConnection {
   std::size_t pending() const { return outbox_.size(); }
 
  private:
+  // Marks the connection dead. A reset is counted once, by whichever call met
+  // it first: read() says ECONNRESET, and a later send() would say EPIPE.
+  Io fail(int error);
+
   Fd fd_;
   const ServerOptions& options_;
   Counters& counters_;

@@ -87,7 +87,12 @@ void set_nonblocking(int fd, bool on) {
 }
 
 Acceptor::Acceptor(Counters& counters, const Tracer& tracer)
-    : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)), counters_(counters), tracer_(tracer) {}
+    : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)), counters_(counters), tracer_(tracer) {
+  // Without the spare, EMFILE would look like "nothing to accept" while the
+  // listener stays readable: a level-triggered loop would spin. Better to
+  // refuse to start, before anyone is told the server is ready.
+  if (!spare_) throw SystemError("cannot open the spare descriptor kept for EMFILE", errno);
+}
 
 Acceptor::Result Acceptor::accept_one(int listen_fd, bool nonblocking) {
   const int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);

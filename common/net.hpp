@@ -40,6 +40,7 @@ void set_nonblocking(int fd, bool on = true);
 // connection and close it politely, which removes it from the backlog.
 class Acceptor {
  public:
+  // Throws SystemError when even the spare descriptor cannot be opened.
   Acceptor(Counters& counters, const Tracer& tracer);
 
   enum class Status { kAccepted, kWouldBlock, kDropped, kFailed };

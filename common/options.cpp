@@ -23,6 +23,13 @@ std::string check_numeric_host(const std::string& host) {
 
 }  // namespace
 
+std::string check_decimal_port(const std::string& text) {
+  const bool digits_only = !text.empty() && text.size() <= 5 &&
+                           text.find_first_not_of("0123456789") == std::string::npos;
+  if (digits_only && std::stoul(text) <= 65535) return {};
+  return "not a decimal port number from 0 to 65535: '" + text + "'";
+}
+
 ServerOptions parse_server_options(int argc, char** argv, const ServerSpec& spec) {
   ServerOptions options;
   CLI::App app{spec.summary, spec.name};
@@ -30,7 +37,15 @@ ServerOptions parse_server_options(int argc, char** argv, const ServerSpec& spec
   app.add_option("--host", options.host, "Address to listen on (numeric IPv4 or IPv6)")
       ->check(check_numeric_host)
       ->capture_default_str();
-  app.add_option("--port", options.port, "TCP port; 0 picks a free one")->capture_default_str();
+  // Read as text and checked here: a general number parser would take "" as
+  // 0 and "0x10" as 16, and a server would listen somewhere nobody asked for.
+  app.add_option_function<std::string>(
+         "--port",
+         [&options](const std::string& text) {
+           options.port = static_cast<std::uint16_t>(std::stoul(text));
+         },
+         "TCP port in decimal, 0 to 65535; 0 picks a free one (default 9000)")
+      ->check(check_decimal_port);
   app.add_flag("--trace", options.trace, "One stderr line per wakeup and per event");
   app.add_option("--stats-json", options.stats_json, "Write counters to FILE at exit");
   app.add_option("--work-us", options.work_us, "Burn N microseconds of CPU per read chunk")

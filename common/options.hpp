@@ -49,6 +49,10 @@ struct ServerSpec {
   std::function<bool()> reuse_port = nullptr;
 };
 
+// "" when `text` is a port number written in decimal, 0 to 65535, with nothing
+// else around it (no sign, no spaces, no 0x); otherwise the reason, quoting it.
+std::string check_decimal_port(const std::string& text);
+
 // Parses argv. On --help prints usage and exits 0; on a bad flag or value prints
 // the reason and a usage hint on stderr and exits 2.
 ServerOptions parse_server_options(int argc, char** argv, const ServerSpec& spec);

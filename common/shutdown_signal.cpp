@@ -6,9 +6,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include "net.hpp"
 
 namespace muxlab {
 
@@ -30,9 +29,10 @@ void on_signal(int) {
 }  // namespace
 
 ShutdownSignal::ShutdownSignal() {
+  if (g_pipe[0] >= 0) return;  // already set up, and kept (see the destructor)
   if (::pipe2(g_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-    std::fprintf(stderr, "pipe2: %s\n", std::strerror(errno));
-    std::exit(1);
+    g_pipe[0] = g_pipe[1] = -1;
+    throw SystemError("cannot create the signal pipe", errno);
   }
   struct sigaction action {};
   action.sa_handler = on_signal;
@@ -46,13 +46,11 @@ ShutdownSignal::ShutdownSignal() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
-ShutdownSignal::~ShutdownSignal() {
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
-  ::close(g_pipe[0]);
-  ::close(g_pipe[1]);
-  g_pipe[0] = g_pipe[1] = -1;
-}
+// Deliberately empty. Restoring SIG_DFL here, after the stats were written but
+// before the process is gone, would let the next SIGTERM of a flood kill it
+// (exit by signal instead of 0). The handler stays harmless to the end: it
+// only sets a flag and writes to a pipe that is never closed before exit.
+ShutdownSignal::~ShutdownSignal() = default;
 
 int ShutdownSignal::fd() const {
   return g_pipe[0];
@@ -62,6 +60,10 @@ bool ShutdownSignal::requested() const {
 }
 void ShutdownSignal::request() {
   on_signal(0);
+}
+
+bool shutdown_requested() {
+  return g_requested.load(std::memory_order_relaxed);
 }
 
 }  // namespace muxlab

@@ -6,7 +6,9 @@ namespace muxlab {
 
 class ShutdownSignal {
  public:
-  // Installs the handlers and ignores SIGPIPE. One instance per process.
+  // Installs the handlers and ignores SIGPIPE. One instance per process. The
+  // handlers stay installed until the process is gone (see the destructor).
+  // Throws SystemError when the pipe cannot be created.
   ShutdownSignal();
   ~ShutdownSignal();
   ShutdownSignal(const ShutdownSignal&) = delete;
@@ -16,5 +18,9 @@ class ShutdownSignal {
   bool requested() const;  // cheap check for loops between waits
   void request();          // stop from inside the program (tests, fatal errors)
 };
+
+// True once SIGINT or SIGTERM arrived (or request() was called): for code far
+// from the loop, such as the simulated request cost, that must cut work short.
+bool shutdown_requested();
 
 }  // namespace muxlab

@@ -78,6 +78,9 @@ class PollServer {
     // a slot filled by accept during this pass still holds 0 there.
     const std::size_t watched = slots_.size();
     for (std::size_t slot = kListenerSlot; slot < watched && ready > 0; ++slot) {
+      // A stop must not wait for the rest of a pass of expensive requests:
+      // what is not served now is dropped, its connection closed at exit.
+      if (ctx_.shutdown.requested()) return;
       const short revents = slots_[slot].revents;
       if (revents == 0) continue;
       --ready;

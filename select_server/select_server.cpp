@@ -104,6 +104,10 @@ class SelectServer {
   void dispatch() {
     if (FD_ISSET(ctx_.listener.get(), &read_set_)) accept_clients();
     for (int fd = 0; fd <= maxfd_; ++fd) {
+      // A pass over many expensive requests can take longer than the 3 s a
+      // stop may take: check between connections, not only between passes.
+      // What is not served now is dropped; its connection is closed at exit.
+      if (ctx_.shutdown.requested()) return;
       if (!clients_[fd]) continue;
       const bool urgent = FD_ISSET(fd, &except_set_);
       const bool readable = FD_ISSET(fd, &read_set_);

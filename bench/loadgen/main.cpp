@@ -1,6 +1,9 @@
 // muxlab_loadgen: drives one echo server with one load and reports what it saw
-// as JSON. bench/muxbench runs it once per measurement; it can also be run by
-// hand, e.g. against a server started in another terminal:
+// as JSON. Exit codes: 0 a clean run; 1 the run could not be done (a connection
+// failed to set up, a worker failed, the JSON could not be written); 2 a bad
+// flag; 3 the run was done and its JSON written, but errors were counted. bench/muxbench runs it
+// once per measurement; it can also be run by hand, e.g. against a server started in another
+// terminal:
 //
 //   muxlab_loadgen --port 9000 --mode open --rate 20000 --connections 50
 #include <arpa/inet.h>
@@ -9,7 +12,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <latch>
@@ -21,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "options.hpp"
 #include "proc_stats.hpp"
 #include "worker.hpp"
 
@@ -29,6 +35,10 @@ namespace {
 
 constexpr int kExitUsage = 2;
 constexpr int kExitFailure = 1;
+constexpr int kExitErrorsCounted = 3;
+// Below one message a second the schedule's period no longer fits the
+// nanosecond clock arithmetic, and such a load measures nothing anyway.
+constexpr double kLowestRate = 1.0;
 // A worker thread busier than this inside the window is saturated: its own
 // lateness, not the server's, may then be what the numbers show.
 constexpr double kSaturatedUtilisation = 0.90;
@@ -57,6 +67,16 @@ std::string check_loopback(const std::string& host) {
   return "the load generator talks to loopback only (127.0.0.0/8 or ::1), not " + host;
 }
 
+// CLI::Range lets NaN through (every comparison with NaN is false), so every
+// number is first checked to be one, and finite.
+std::string check_finite(const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(value))
+    return "not a finite number: '" + text + "'";
+  return {};
+}
+
 std::int64_t seconds_to_ns(double s) {
   return static_cast<std::int64_t>(s * 1e9);
 }
@@ -67,12 +87,20 @@ Flags parse(int argc, char** argv) {
   CLI::App app{"Load generator for the muxlab echo servers (loopback only)", "muxlab_loadgen"};
   auto ranged = [&app](const std::string& name, auto& value, const std::string& help, auto low,
                        auto high) {
-    app.add_option(name, value, help)->check(CLI::Range(low, high))->capture_default_str();
+    app.add_option(name, value, help)
+        ->check(check_finite)
+        ->check(CLI::Range(low, high))
+        ->capture_default_str();
   };
   app.add_option("--host", c.host, "Server address (loopback)")
       ->check(check_loopback)
       ->capture_default_str();
-  app.add_option("--port", c.port, "Server port")->required();
+  app.add_option_function<std::string>(
+         "--port",
+         [&c](const std::string& text) { c.port = static_cast<std::uint16_t>(std::stoul(text)); },
+         "Server port (decimal)")
+      ->check(check_decimal_port)
+      ->required();
   app.add_option("--mode", f.mode,
                  "closed: N connections, each with --pipeline messages in flight; "
                  "open: --rate messages/s on a fixed schedule; "
@@ -86,6 +114,7 @@ Flags parse(int argc, char** argv) {
   ranged("--pipeline", c.pipeline, "Closed loop: messages in flight per connection", 1u, 1024u);
   ranged("--msg-size", c.msg_size, "Message size in bytes", std::size_t{1}, std::size_t{16} << 20);
   app.add_option("--rate", c.rate, "Open loop: offered messages per second, all threads together")
+      ->check(check_finite)
       ->check(CLI::Range(0.0, 1e8));
   ranged("--threads", c.threads, "Generator threads (connections are split among them)", 1u, 256u);
   ranged("--warmup", f.warmup_s, "Seconds of load before the measured window", 0.0, 600.0);
@@ -108,7 +137,12 @@ Flags parse(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-    if (f.mode == "open" && c.rate <= 0) throw CLI::ValidationError("--mode open needs --rate > 0");
+    if (f.mode == "open" && c.rate < kLowestRate) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%g", c.rate);
+      throw CLI::ValidationError("--mode open needs --rate from 1 to 1e8 messages/s, not " +
+                                 std::string(text));
+    }
   } catch (const CLI::Success& e) {
     std::exit(app.exit(e));
   } catch (const CLI::ParseError& e) {
@@ -193,13 +227,20 @@ int run(const Flags& f) {
   std::latch go(1);
   Timeline timeline;
   std::vector<std::string> failures(threads);
+  std::atomic<bool> setup_failed{false};
   std::vector<std::thread> pool;
   const std::int64_t setup_deadline = now_ns() + config.setup_timeout_ns;
   for (unsigned i = 0; i < threads; ++i) {
     pool.emplace_back([&, i] {
       bool counted = false;
       try {
-        workers[i]->setup(setup_deadline);
+        if (!workers[i]->setup(setup_deadline)) {
+          const WorkerResult& r = workers[i]->result();
+          setup_failed = true;
+          failures[i] = std::to_string(r.errors.connect) +
+                        " connection(s) failed to set up (connect or first echo), " +
+                        std::to_string(r.connections_ready) + " ready";
+        }
         counted = true;
         ready.count_down();
         go.wait();
@@ -213,17 +254,21 @@ int run(const Flags& f) {
   ready.wait();
   const std::int64_t start = now_ns() + 2'000'000;
   timeline.start = start;
-  timeline.measure_from = start + config.warmup_ns;
-  timeline.measure_until = timeline.measure_from + config.duration_ns;
-  timeline.drain_deadline = timeline.measure_until + config.drain_timeout_ns;
+  // A failed set-up makes the run worthless: an empty timeline lets every
+  // worker go straight to closing its connections.
+  const bool empty = setup_failed;
+  timeline.measure_from = empty ? start : start + config.warmup_ns;
+  timeline.measure_until = empty ? start : timeline.measure_from + config.duration_ns;
+  timeline.drain_deadline = empty ? start : timeline.measure_until + config.drain_timeout_ns;
   timeline.close_deadline = timeline.drain_deadline + 5'000'000'000;
   go.count_down();
 
   // The window's edges, seen from outside the workers.
   WindowSamples samples;
   auto sleep_until = [](std::int64_t t) {
+    // At most a second per sleep: no duration conversion can overflow.
     for (std::int64_t left = t - now_ns(); left > 0; left = t - now_ns())
-      std::this_thread::sleep_for(std::chrono::nanoseconds(left));
+      std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::int64_t>(left, 1e9)));
   };
   sleep_until(timeline.measure_from);
   samples.client_cpu_ns = self_cpu_ns();
@@ -236,7 +281,7 @@ int run(const Flags& f) {
   for (auto& t : pool) t.join();
   for (const auto& failure : failures) {
     if (!failure.empty()) {
-      std::fprintf(stderr, "muxlab_loadgen: %s\n", failure.c_str());
+      std::fprintf(stderr, "muxlab_loadgen: %s; no result\n", failure.c_str());
       return kExitFailure;
     }
   }
@@ -328,10 +373,15 @@ int run(const Flags& f) {
   if (samples.server_from && samples.server_until) {
     const ProcessSample& s0 = *samples.server_from;
     const ProcessSample& s1 = *samples.server_until;
+    // Switch counts are summed over the threads alive at each edge; a thread
+    // that exited in between takes its count with it, so never go below 0.
+    auto grew = [](std::uint64_t from, std::uint64_t until) {
+      return until > from ? until - from : 0;
+    };
     j["server"] = {{"pid", f.server_pid},
                    {"cpu_s", static_cast<double>(s1.cpu_ns - s0.cpu_ns) / 1e9},
-                   {"voluntary_switches", s1.voluntary_switches - s0.voluntary_switches},
-                   {"involuntary_switches", s1.involuntary_switches - s0.involuntary_switches},
+                   {"voluntary_switches", grew(s0.voluntary_switches, s1.voluntary_switches)},
+                   {"involuntary_switches", grew(s0.involuntary_switches, s1.involuntary_switches)},
                    {"threads", s1.threads}};
   } else {
     j["server"] = nullptr;
@@ -347,6 +397,17 @@ int run(const Flags& f) {
       return kExitFailure;
     }
   }
+  if (e.total() > 0) {
+    // The JSON says which kind; this line says that the run was not clean.
+    std::fprintf(stderr,
+                 "muxlab_loadgen: %lu error(s) counted (connect %lu, mismatch %lu, eof %lu, "
+                 "reset %lu, timeout %lu, idle_lost %lu, unsent %lu, close_timeout %lu)\n",
+                 static_cast<unsigned long>(e.total()), static_cast<unsigned long>(e.connect),
+                 static_cast<unsigned long>(e.mismatch), static_cast<unsigned long>(e.eof),
+                 static_cast<unsigned long>(e.reset), static_cast<unsigned long>(e.timeout),
+                 static_cast<unsigned long>(e.idle_lost), static_cast<unsigned long>(e.unsent),
+                 static_cast<unsigned long>(e.close_timeout));
+  }
   if (!f.quiet) {
     std::fprintf(stderr,
                  "%s: %.0f msg/s, p50 %.1f us, p99 %.1f us, max %.1f us, errors %lu, "
@@ -355,7 +416,7 @@ int run(const Flags& f) {
                  j["latency_us"]["p99"].get<double>(), j["latency_us"]["max"].get<double>(),
                  static_cast<unsigned long>(e.total()), 100 * max_utilisation);
   }
-  return 0;
+  return e.total() > 0 ? kExitErrorsCounted : 0;
 }
 
 }  // namespace

@@ -38,14 +38,11 @@ std::optional<ProcessSample> sample_process(pid_t pid) {
   const fs::path tasks = fs::path("/proc") / std::to_string(pid) / "task";
   std::error_code error;
   ProcessSample sample;
+  // The process's own utime + stime include the threads that have already
+  // exited; a sum over the live tasks would lose them, and a thread that ends
+  // inside the window would make the server's CPU time go backwards.
+  sample.cpu_ns = stat_ticks_ns((fs::path("/proc") / std::to_string(pid) / "stat").string());
   for (fs::directory_iterator it(tasks, error), end; !error && it != end; it.increment(error)) {
-    std::ifstream schedstat(it->path() / "schedstat");
-    std::int64_t on_cpu_ns = 0;
-    if (schedstat >> on_cpu_ns) {
-      sample.cpu_ns += on_cpu_ns;
-    } else {
-      sample.cpu_ns += stat_ticks_ns((it->path() / "stat").string());
-    }
     std::ifstream status(it->path() / "status");
     std::string key;
     std::uint64_t value = 0;

@@ -11,15 +11,15 @@
 namespace muxlab::bench {
 
 struct ProcessSample {
-  std::int64_t cpu_ns = 0;  // on-CPU time, user + system, summed over threads
+  std::int64_t cpu_ns = 0;  // user + system of the whole process, exited threads included
   std::uint64_t voluntary_switches = 0;
   std::uint64_t involuntary_switches = 0;
   unsigned threads = 0;
 };
 
-// Sums /proc/PID/task/*/schedstat (nanoseconds) and the switch counts of
-// /proc/PID/task/*/status; falls back to /proc/PID/stat's clock ticks when
-// schedstat is missing. Empty when the process is gone.
+// CPU time from /proc/PID/stat (clock ticks: the process total, which keeps
+// the time of threads that exited); the switch counts summed over
+// /proc/PID/task/*/status (live threads only). Empty when the process is gone.
 std::optional<ProcessSample> sample_process(pid_t pid);
 
 // This process's CPU time (all threads), user + system.

@@ -9,12 +9,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
 #include "fd.hpp"
 #include "load.hpp"
 #include "net.hpp"
+#include "proc_stats.hpp"
+#include "process.hpp"
 #include "worker.hpp"
 
 namespace muxlab::bench {
@@ -182,6 +185,81 @@ TEST(LoadgenLatency, ALateGeneratorStillSendsTheWholeSchedule) {
   EXPECT_EQ(r.latency.count(), 100u);
   // The first message was due 80 ms before anything was sent.
   EXPECT_GE(r.latency.max(), kLate);
+}
+
+// The command line: every numeric flag is checked before anything runs, and a
+// run where something failed says so in its exit code.
+// MUXLAB_LOADGEN overrides the generator under test (to try another build).
+test::CommandResult loadgen(std::vector<std::string> args) {
+  const char* other = std::getenv("MUXLAB_LOADGEN");
+  const std::string path = other != nullptr && *other != '\0' ? other : MUXLAB_LOADGEN_PATH;
+  return test::run_command(path, args, std::chrono::seconds(10));
+}
+
+TEST(LoadgenCommandLine, AbsurdNumbersExitTwoNamingTheValue) {
+  const std::vector<std::vector<std::string>> cases{{"--duration", "nan"},
+                                                    {"--duration", "inf"},
+                                                    {"--duration", "-1"},
+                                                    {"--warmup", "nan"},
+                                                    {"--drain-timeout", "inf"},
+                                                    {"--setup-timeout", "nan"},
+                                                    {"--mode", "open", "--rate", "nan"},
+                                                    {"--mode", "open", "--rate", "inf"},
+                                                    {"--mode", "open", "--rate", "-5"},
+                                                    {"--mode", "open", "--rate", "1e-300"},
+                                                    {"--mode", "open", "--rate", "0.001"},
+                                                    {"--port", "0x10"},
+                                                    {"--port", ""},
+                                                    {"--port", "-1"}};
+  for (auto args : cases) {
+    const std::string value = args.back();
+    if (args[0] != "--port") args.insert(args.begin(), {"--port", "1"});
+    const auto r = loadgen(args);
+    EXPECT_TRUE(r.status.exited) << args[args.size() - 2] << " " << value << ": hung";
+    EXPECT_EQ(r.status.code, 2) << args[args.size() - 2] << " " << value << "\n" << r.err;
+    EXPECT_NE(r.err.find(value), std::string::npos) << r.err;
+  }
+}
+
+// A port where nothing listens: nothing worked, so the exit code says so.
+TEST(LoadgenCommandLine, NothingListeningExitsNonZeroSayingWhy) {
+  std::uint16_t port = 0;
+  {
+    Fd probe = listen_tcp("127.0.0.1", 0);
+    const std::string address = local_address(probe.get());
+    port = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+  }  // closed: the port is free, connections to it are refused
+  const auto r = loadgen({"--port", std::to_string(port), "--duration", "0.05", "--warmup", "0",
+                          "--setup-timeout", "2", "--json", "/dev/null"});
+  EXPECT_TRUE(r.status.exited);
+  EXPECT_EQ(r.status.code, 1) << r.err;
+  EXPECT_NE(r.err.find("connect"), std::string::npos) << r.err;
+}
+
+// Errors counted during a run that did start (here: the server hangs up
+// early) make the exit code 3, with the reason on stderr.
+TEST(LoadgenCommandLine, CountedErrorsExitNonZero) {
+  FaultyEchoServer server(Fault::kCloseEarly);
+  const auto r = loadgen({"--port", std::to_string(server.port()), "--duration", "0.2", "--warmup",
+                          "0", "--drain-timeout", "1", "--json", "/dev/null"});
+  EXPECT_TRUE(r.status.exited);
+  EXPECT_EQ(r.status.code, 3) << r.err;  // ran to the end, but not cleanly
+  EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+}
+
+// CPU time of threads that have exited still counts: the process total, not a
+// sum over the threads alive at the moment of sampling.
+TEST(LoadgenProcStats, CpuOfExitedThreadsIsKept) {
+  const auto before = sample_process(::getpid());
+  ASSERT_TRUE(before);
+  std::thread([] {
+    const std::int64_t until = self_cpu_ns() + 300'000'000;
+    while (self_cpu_ns() < until) {
+    }
+  }).join();
+  const auto after = sample_process(::getpid());
+  ASSERT_TRUE(after);
+  EXPECT_GE(after->cpu_ns - before->cpu_ns, 200'000'000) << "the exited thread's CPU time vanished";
 }
 
 }  // namespace

@@ -132,14 +132,7 @@ TEST_P(FaultTest, NoDescriptorLeakOverThousandConnections) {
         ASSERT_EQ(round_trip(client.get(), "cycle"), "cycle") << "cycle " << i;
     }
   }
-  int open = -1;
-  for (auto deadline = Clock::now() + 10s; Clock::now() < deadline;) {
-    open = server().open_fd_count();
-    if (open <= baseline) break;
-    // Each probe forces at least one more pass of the server's loop.
-    Fd probe = connect_to(server().port());
-    round_trip(probe.get(), "z");
-  }
+  const int open = wait_for_fd_count_at_most(baseline);
   EXPECT_LE(open, baseline) << "descriptors still open after 1000 closed connections";
 }
 

@@ -32,6 +32,20 @@ class ServerTest : public ::testing::TestWithParam<ServerUnderTest> {
   }
   ServerProcess& server() { return *server_; }
 
+  // Waits until the server holds at most `limit` descriptors, probing it so
+  // that its loop keeps running; returns the last count seen.
+  int wait_for_fd_count_at_most(int limit, std::chrono::milliseconds timeout = 10s) {
+    int open = -1;
+    for (auto deadline = Clock::now() + timeout; Clock::now() < deadline;) {
+      open = server_->open_fd_count();
+      if (open <= limit) break;
+      // Each probe forces at least one more pass of the server's loop.
+      Fd probe = connect_to(server_->port());
+      round_trip(probe.get(), "z");
+    }
+    return open;
+  }
+
   // The server survived the test and still echoes on a fresh connection.
   void expect_still_serving() {
     ASSERT_TRUE(server_->running()) << server_->stderr_text();

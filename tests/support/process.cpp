@@ -132,6 +132,10 @@ pid_t spawn(const std::string& path, const std::vector<std::string>& args,
     ::dup2(devnull, STDIN_FILENO);
     ::dup2(out, STDOUT_FILENO);
     ::dup2(err, STDERR_FILENO);
+    // Nothing of ours leaks into the server: descriptors the test (or ctest)
+    // left open would count against a small RLIMIT_NOFILE and could even
+    // keep the dynamic loader from opening the libraries.
+    ::close_range(3, ~0U, 0);
     ::execv(path.c_str(), argv.data());
     ::_exit(127);
   }
@@ -184,12 +188,23 @@ ServerProcess::ServerProcess(const Launch& launch, std::chrono::milliseconds tim
     if (!running() || Clock::now() >= deadline) break;
     std::this_thread::sleep_for(pause);
   }
+  if (!launch.require_ready && !running()) return;
   const std::string why = running() ? "no 'listening on' line in time" : "exited early";
   const std::string err = stderr_text();
   stop(SIGKILL);
   ::unlink(out_path_.c_str());
   ::unlink(err_path_.c_str());
   throw std::runtime_error(launch.path + ": " + why + "; stderr:\n" + err);
+}
+
+void flood_signal(pid_t target, int sig, int count) {
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
+  if (child == 0) {
+    for (int i = 0; i < count; ++i) ::kill(target, sig);
+    ::_exit(0);
+  }
+  reap(child, true);
 }
 
 ServerProcess::~ServerProcess() {
@@ -249,6 +264,20 @@ double ServerProcess::cpu_seconds() const {
     if (i == 14 || i == 15) ticks += std::stol(field);  // utime, stime
   }
   return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double ServerProcess::runnable_seconds() const {
+  std::error_code error;
+  long double total_ns = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  for (std::filesystem::directory_iterator it(tasks, error), end; !error && it != end;
+       it.increment(error)) {
+    std::stringstream fields(read_file((it->path() / "schedstat").string()));
+    long double on_cpu = 0;
+    long double waiting = 0;
+    if (fields >> on_cpu >> waiting) total_ns += on_cpu + waiting;
+  }
+  return static_cast<double>(total_ns / 1e9L);
 }
 
 long ServerProcess::rss_kib() const {

@@ -53,6 +53,9 @@ class ServerProcess {
     std::string path;
     std::vector<std::string> args;
     std::optional<rlim_t> max_open_files;  // RLIMIT_NOFILE for the child
+    // false: a server that exits before "listening on" is not an error; the
+    // constructor returns with port() == 0 and the exit status in wait().
+    bool require_ready = true;
   };
 
   // Starts the server with --port 0 (plus `args`) and waits up to `timeout` for
@@ -63,7 +66,7 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const { return port_; }  // 0: it never announced readiness
   pid_t pid() const { return pid_; }
   bool running();
   std::string stdout_text() const;
@@ -76,6 +79,11 @@ class ServerProcess {
   // From /proc/PID.
   int open_fd_count() const;
   double cpu_seconds() const;  // user + system
+  // Time its threads spent on a CPU or waiting in a run queue for one (from
+  // /proc/PID/task/*/schedstat). A spinning thread adds about one second per
+  // second of wall time however loaded the machine is; a sleeping one almost
+  // nothing. CPU time alone cannot tell a spin apart on a busy machine.
+  double runnable_seconds() const;
   long rss_kib() const;
 
  private:
@@ -85,6 +93,11 @@ class ServerProcess {
   std::string out_path_;
   std::string err_path_;
 };
+
+// Sends `sig` to `target` `count` times as fast as a child process can, and
+// waits for that child. The target must be our own unreaped child: until we
+// reap it, its PID cannot be reused, so no other process is ever hit.
+void flood_signal(pid_t target, int sig, int count);
 
 std::string read_file(const std::string& path);
 std::string temp_path(const std::string& stem);

@@ -120,5 +120,25 @@ TEST(EchoConnection, CountsOpenConnections) {
   EXPECT_EQ(counters.connections_total.get(), 2u);
 }
 
+// One dead peer is one reset, however many calls meet it: read() reports
+// ECONNRESET, and a flush() of the echo still queued would then say EPIPE.
+TEST(EchoConnection, ResetIsCountedOnceAcrossReadAndFlush) {
+  Pair pair;
+  ServerOptions options;
+  Counters counters;
+  EchoConnection echo(std::move(pair.server), options, counters);
+  ASSERT_EQ(::write(pair.peer.get(), "abc", 3), 3);
+  ASSERT_EQ(echo.read_once(), EchoConnection::Io::kProgress);
+  ASSERT_EQ(echo.flush(), EchoConnection::Io::kProgress);  // "abc" now unread by the peer
+  ASSERT_EQ(::write(pair.peer.get(), "def", 3), 3);
+  ASSERT_EQ(echo.read_once(), EchoConnection::Io::kProgress);  // "def" queued for echo
+  // Closing with unread data makes the kernel report a reset to the other side.
+  pair.peer.reset();
+  EXPECT_EQ(echo.read_once(), EchoConnection::Io::kFailed);
+  EXPECT_EQ(echo.flush(), EchoConnection::Io::kFailed);
+  EXPECT_TRUE(echo.finished());
+  EXPECT_EQ(counters.resets.get(), 1u);
+}
+
 }  // namespace
 }  // namespace muxlab
