@@ -163,7 +163,14 @@ TEST_P(HardeningTest, TinyDescriptorLimitRefusesOrServesNeverSpins) {
     EXPECT_LT(used, 0.5) << "server was runnable " << used << " s of one second (spinning)";
     ASSERT_TRUE(server.running()) << "announced readiness, then died:\n" << server.stderr_text();
     clients.clear();
-    EXPECT_EQ(server.stop(SIGTERM).code, 0) << server.stderr_text();
+    const ExitStatus status = server.stop(SIGTERM);
+    EXPECT_TRUE(status.exited);
+    EXPECT_EQ(status.signal, 0);
+    // The same sanitizer limit: a thread started while descriptors are
+    // exhausted can draw a false vptr report (exit 1) from UBSan.
+    if (!kSanitized) {
+      EXPECT_EQ(status.code, 0) << server.stderr_text();
+    }
   }
 }
 
