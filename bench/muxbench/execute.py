@@ -240,7 +240,10 @@ def measure(server: Server, point: Point, timing: Timing, loadgen: str, placemen
         raise
     srv.stop()
     busy_after, wall_after = system_busy()
-    if gen.returncode != 0 or not loadgen_path.exists():
+    # Exit 3: the run finished and its JSON was written, but errors were
+    # counted (a pitfall row, a server that dropped clients): a measured row
+    # whose errors column says so, not a failed run.
+    if gen.returncode not in (0, 3) or not loadgen_path.exists():
         raise RunError(f"the load generator failed ({gen.returncode}): {gen.stderr.strip()}")
     if srv.exit_code != 0:
         raise RunError(f"{server.name} exited with {srv.exit_code} after SIGTERM: "
