@@ -8,21 +8,33 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 namespace muxlab {
+
+namespace {
+// The modelled cost normally gives way to SIGTERM, so that no request, however
+// costly, holds up the stop. A test that must see whether a pool waits for a
+// worker still inside a request (joined) or exits under it (detached) needs a
+// request the stop cannot cut short: it sets MUXLAB_UNINTERRUPTIBLE_COST.
+bool cost_gives_way_to_stop() {
+  static const bool gives_way = std::getenv("MUXLAB_UNINTERRUPTIBLE_COST") == nullptr;
+  return gives_way && shutdown_requested();
+}
+}  // namespace
 
 void simulate_request_cost(const ServerOptions& options) {
   using std::chrono::steady_clock;
   if (options.work_us > 0) {
     const auto until = steady_clock::now() + std::chrono::microseconds(options.work_us);
-    while (steady_clock::now() < until && !shutdown_requested()) {
+    while (steady_clock::now() < until && !cost_gives_way_to_stop()) {
     }
   }
   // Slept in short slices so a stop request is noticed within one of them.
   constexpr auto kSlice = std::chrono::milliseconds(5);
   const auto until = steady_clock::now() + std::chrono::microseconds(options.block_us);
-  for (auto left = until - steady_clock::now(); left > left.zero() && !shutdown_requested();
+  for (auto left = until - steady_clock::now(); left > left.zero() && !cost_gives_way_to_stop();
        left = until - steady_clock::now()) {
     std::this_thread::sleep_for(std::min<steady_clock::duration>(left, kSlice));
   }

@@ -361,7 +361,8 @@ class IoUringServer {
       ctx_.tracer.line("  fd %d: recv cancelled, final", fd);
     } else {
       ctx_.tracer.line("  fd %d: recv failed: %s", fd, std::strerror(-result));
-      if (result == -ECONNRESET) ctx_.counters.resets.add();
+      // The recv and the send in flight can both meet the reset: count it once.
+      if (result == -ECONNRESET && !client.failed) ctx_.counters.resets.add();
       client.failed = true;
     }
     if (!more && !client.peer_closed && !client.failed && ctx_.options.pitfall_is("no-rearm")) {
@@ -485,7 +486,9 @@ class IoUringServer {
       ctx_.counters.bytes_out.add(static_cast<std::uint64_t>(result));
     } else {
       ctx_.tracer.line("  fd %d: send failed: %s", fd, std::strerror(-result));
-      if (result == -EPIPE || result == -ECONNRESET) ctx_.counters.resets.add();
+      if ((result == -EPIPE || result == -ECONNRESET) && !client.failed) {
+        ctx_.counters.resets.add();
+      }
       client.failed = true;
     }
     // A short send (the socket buffer filled up) leaves the rest in flight:

@@ -2,6 +2,7 @@
 // served at the same time, a connect burst is accepted in full, and a
 // connection is served again after every message (it was re-armed).
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,8 +61,12 @@ TEST(Lab05OneshotPool, WorkersAreJoinedBeforeTheProcessExits) {
   // A worker is inside a 1.5 s request when SIGTERM comes. A pool that joins
   // its workers exits after the request; one that detached them exits at once
   // and the threads die with the process, in the middle of their work.
+  // The request is made one the stop cannot cut short (the cost model gives
+  // way to SIGTERM otherwise, and both kinds of pool would exit at once).
+  ::setenv("MUXLAB_UNINTERRUPTIBLE_COST", "1", 1);
   ServerProcess server(
       lab_launch({"--block-us", "1500000", "--min-threads", "2", "--max-threads", "8"}));
+  ::unsetenv("MUXLAB_UNINTERRUPTIBLE_COST");
   Fd client = connect_to(server.port());
   ASSERT_TRUE(send_all(client.get(), "slow", Clock::now() + 5s));
   ASSERT_TRUE(wait_until(
