@@ -1,4 +1,4 @@
-// The flags every server shares (DESIGN.md, "The server contract").
+// The flags every server shares (docs/contract.md, "The server contract").
 #pragma once
 
 #include <cstddef>

@@ -66,7 +66,7 @@ class SelectServer {
 
   void watch(int fd, fd_set& set) {
     FD_SET(fd, &set);
-    maxfd_ = std::max(maxfd_, fd);  // the seed's example compared the wrong way round
+    maxfd_ = std::max(maxfd_, fd);  // the book chapter's example compared the wrong way round
   }
 
   void build_sets() {

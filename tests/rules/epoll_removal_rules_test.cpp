@@ -1,9 +1,9 @@
 // Removing fds from epoll: what EPOLL_CTL_DEL and close() do to pending and
 // already-returned events. docs/concepts/close-during-batch.md cites these.
 //
-// The race seed 001 describes (thread 1's epoll_wait has copied an event,
-// thread 2 deletes the fd and frees its data, thread 1 returns and follows
-// data.ptr into freed memory) has its dangerous window inside the kernel,
+// The race the epoll notes (docs/sources.md) describe (thread 1's epoll_wait
+// has copied an event, thread 2 deletes the fd and frees its data, thread 1
+// returns and follows data.ptr into freed memory) has its dangerous window inside the kernel,
 // between the copy and the return to user space. That window cannot be held
 // open from user space: the copy runs under the same epoll mutex that
 // EPOLL_CTL_DEL takes, and nothing a test can do parks a thread after the

@@ -93,7 +93,7 @@ TEST_P(Select, TimeoutBecomesTheTimeLeftNotTheTimeWaited) {
   EXPECT_EQ(timeout.tv_usec, 0);
 
   // Ready at once: nearly all of a 5 s timeout is left over. If the value
-  // were the time waited (as one seed says), it would be close to zero.
+  // were the time waited (as the book chapter says), it would be close to zero.
   ASSERT_TRUE(send_now(pair.a.get(), "x"));
   ASSERT_TRUE(wait_for_bytes(pair.b.get(), 1));
   FD_ZERO(&r);

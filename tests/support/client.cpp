@@ -52,9 +52,9 @@ Fd connect_to(std::uint16_t port, const std::string& host) {
   return fd;
 }
 
-std::string pattern(std::size_t size, std::uint32_t seed) {
+std::string pattern(std::size_t size, std::uint32_t salt) {
   std::string bytes(size, '\0');
-  std::uint32_t x = seed * 2654435761u + 1;
+  std::uint32_t x = salt * 2654435761u + 1;
   for (std::size_t i = 0; i < size; ++i) {
     x ^= x << 13;
     x ^= x >> 17;

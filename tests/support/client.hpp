@@ -17,7 +17,7 @@ Fd connect_to(std::uint16_t port, const std::string& host = "127.0.0.1");
 
 // Deterministic pseudo-random bytes: every position differs from its neighbours,
 // so a dropped, doubled or reordered chunk cannot compare equal.
-std::string pattern(std::size_t size, std::uint32_t seed = 1);
+std::string pattern(std::size_t size, std::uint32_t salt = 1);
 
 // Sends everything (waiting for writability), false on error or deadline.
 bool send_all(int fd, std::string_view data, Clock::time_point deadline);
