@@ -3,7 +3,7 @@
 //
 // Why neither the bare fd nor a pointer will do: epoll_wait() hands back a
 // *batch*. While handling one event the server may close the connection a
-// later event in the same batch is about (evicting it, say), and an accept()
+// later event in the same batch is about (evicting it, say: eviction.hpp), and an accept()
 // in between may be given the very same descriptor number. That later event
 // then names freed memory (data.ptr) or an innocent newcomer (data.fd). So
 // every connection gets a generation number of its own, and the tag given to
@@ -19,7 +19,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,9 +40,7 @@ class ConnectionTable {
   }
   static int fd_of(std::uint64_t tag) { return static_cast<int>(tag & 0xffff'ffffu); }
 
-  std::size_t size() const { return by_age_.size(); }
-  // True when one more connection would go past `limit` (0 means no limit).
-  bool full(std::size_t limit) const { return limit > 0 && size() >= limit; }
+  std::size_t size() const { return live_; }
 
   // Stores a new connection under its descriptor; returns the tag to register.
   std::uint64_t insert(int fd, std::unique_ptr<Connection> connection) {
@@ -55,7 +52,7 @@ class ConnectionTable {
     if (++last_generation_ == 0) ++last_generation_;
     slot.generation = last_generation_;
     slot.connection = std::move(connection);
-    slot.age = by_age_.insert(by_age_.end(), fd);
+    ++live_;
     return make_tag(fd, slot.generation);
   }
 
@@ -71,15 +68,8 @@ class ConnectionTable {
   // Destroys the connection, which closes its descriptor.
   void close(int fd, const char* why) {
     tracer_.line("  fd %d: closed (%s)", fd, why);
-    Slot& slot = slots_[static_cast<std::size_t>(fd)];
-    by_age_.erase(slot.age);
-    slot.connection.reset();
-  }
-
-  // --max-connections: a newcomer replaces the connection open the longest.
-  void evict_oldest() {
-    ++evictions_;
-    close(by_age_.front(), "evicted: --max-connections reached");
+    slots_[static_cast<std::size_t>(fd)].connection.reset();
+    --live_;
   }
 
   // One --trace line per event: which descriptor, which flags.
@@ -104,7 +94,6 @@ class ConnectionTable {
   }
 
   void add_stats(std::map<std::string, std::uint64_t>& extra_stats) const {
-    extra_stats["evictions"] = evictions_;
     extra_stats["stale_events_skipped"] = stale_events_;
   }
 
@@ -112,17 +101,15 @@ class ConnectionTable {
   struct Slot {
     std::unique_ptr<Connection> connection;
     std::uint32_t generation = 0;
-    std::list<int>::iterator age;  // this connection's place in by_age_
   };
 
   // Indexed by descriptor: the kernel hands out the lowest free number, so
   // the vector stays about as long as the number of open descriptors.
   const Tracer& tracer_;
   std::vector<Slot> slots_;
-  std::list<int> by_age_;  // live connections' descriptors, oldest first
+  std::size_t live_ = 0;
   std::uint32_t last_generation_ = 0;
   std::uint64_t stale_events_ = 0;
-  std::uint64_t evictions_ = 0;
 };
 
 }  // namespace muxlab

@@ -35,25 +35,47 @@ std::string format_request(const std::string& host, std::uint16_t port) {
 
 }  // namespace
 
-Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog, bool reuse_port) {
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+std::optional<SocketAddress> parse_numeric_address(const std::string& host, std::uint16_t port) {
+  SocketAddress address;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage);
   if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(port);
-    length = sizeof *v4;
+    address.length = sizeof *v4;
   } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
     v6->sin6_port = htons(port);
-    length = sizeof *v6;
+    address.length = sizeof *v6;
   } else {
-    throw SystemError("not a numeric address: " + host, EINVAL);
+    return std::nullopt;
   }
+  return address;
+}
 
+std::string numeric_address_error(const std::string& host) {
+  return "not a numeric IPv4 or IPv6 address: " + host;
+}
+
+SocketAddress numeric_address(const std::string& host, std::uint16_t port) {
+  if (auto address = parse_numeric_address(host, port)) return *address;
+  throw SystemError(numeric_address_error(host), EINVAL);
+}
+
+bool SocketAddress::is_loopback() const {
+  if (family() == AF_INET) {
+    // 127.0.0.0/8: the whole block is loopback, not only 127.0.0.1.
+    const auto& a = reinterpret_cast<const sockaddr_in&>(storage);
+    return (ntohl(a.sin_addr.s_addr) >> 24) == 127;
+  }
+  const auto& a = reinterpret_cast<const sockaddr_in6&>(storage);
+  return family() == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a.sin6_addr);
+}
+
+Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog, bool reuse_port) {
+  const SocketAddress address = numeric_address(host, port);
   const std::string where = format_request(host, port);
-  Fd fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) throw SystemError("socket for " + where, errno);
   // Lets a restarted server bind while old connections sit in TIME_WAIT.
   const int one = 1;
@@ -61,7 +83,7 @@ Fd listen_tcp(const std::string& host, std::uint16_t port, int backlog, bool reu
   if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     throw SystemError("setsockopt(SO_REUSEPORT) for " + where, errno);
   }
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
+  if (::bind(fd.get(), address.get(), address.length) != 0) {
     throw SystemError("cannot bind " + where, errno);
   }
   if (::listen(fd.get(), backlog) != 0) throw SystemError("cannot listen on " + where, errno);

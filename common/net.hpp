@@ -2,7 +2,10 @@
 // text (SystemError); failures of one connection are returned, not thrown.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -20,6 +23,26 @@ class SystemError : public std::runtime_error {
  private:
   int error_number_;
 };
+
+// A numeric IPv4 or IPv6 socket address, ready for bind() or connect().
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+
+  int family() const { return storage.ss_family; }
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  // 127.0.0.0/8 or ::1: the only addresses a load loop may be pointed at.
+  bool is_loopback() const;
+};
+
+// "127.0.0.1", "::1" and the like, with `port`. Names are never looked up: a
+// resolver could block, or answer with an address nobody meant. Empty when
+// `host` is not a numeric address; numeric_address_error(host) says why.
+std::optional<SocketAddress> parse_numeric_address(const std::string& host, std::uint16_t port);
+std::string numeric_address_error(const std::string& host);
+
+// The same for a caller that cannot go on without it: throws SystemError (EINVAL).
+SocketAddress numeric_address(const std::string& host, std::uint16_t port);
 
 // A bound, listening, non-blocking, close-on-exec TCP socket. `reuse_port`
 // sets SO_REUSEPORT before bind(): the kernel then lets more sockets that set

@@ -1,10 +1,10 @@
 #include "options.hpp"
 
-#include <arpa/inet.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+
+#include "net.hpp"
 
 namespace muxlab {
 
@@ -13,12 +13,7 @@ namespace {
 constexpr int kExitUsage = 2;
 
 std::string check_numeric_host(const std::string& host) {
-  in_addr v4{};
-  in6_addr v6{};
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1 || inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
-    return {};
-  }
-  return "not a numeric IPv4 or IPv6 address: " + host;
+  return parse_numeric_address(host, 0) ? std::string() : numeric_address_error(host);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
+#include "eviction.hpp"
 #include "ready_list.hpp"
 #include "server_main.hpp"
 
@@ -105,6 +106,7 @@ class Server {
     ctx_.extra_stats["budget_exhausted"] = budget_exhausted_;
     ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
+    eviction_.add_stats(ctx_.extra_stats);
   }
 
  private:
@@ -140,12 +142,13 @@ class Server {
     ctx_.tracer.line("accept: new connection fd %d", number);
     // Only accept tells whether anyone waits: room is made after it, and the
     // loop's next accept reuses the evicted client's number.
-    if (table_.full(ctx_.options.max_connections)) table_.evict_oldest();
+    eviction_.make_room();
     auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
     // Once, never modified: EPOLLOUT fires on a change, not "while writable";
     // input is read only when we ask. ADD reports data that came before it.
     const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
     const std::uint64_t tag = table_.insert(number, std::move(client));
+    eviction_.admitted(tag);
     // data carries the generation tag, never a pointer (connection_table.hpp).
     epoll_event event{.events = events, .data = {.u64 = tag}};
     ctx_.counters.ctl_calls.add();
@@ -188,6 +191,7 @@ class Server {
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
+  OldestFirstEviction<Table> eviction_{table_, ctx_.options.max_connections};
   ReadyList<Client> ready_;
   std::uint64_t budget_exhausted_ = 0;
 };

@@ -19,6 +19,7 @@
 #include "connection_table.hpp"
 #include "echo_connection.hpp"
 #include "epoll_loop.hpp"
+#include "eviction.hpp"
 #include "ready_list.hpp"
 #include "server_main.hpp"
 
@@ -97,6 +98,7 @@ class Server {
     ctx_.extra_stats["epollout_disarmed"] = epollout_disarmed_;
     ctx_.extra_stats["ready_list_peak"] = ready_.peak();
     table_.add_stats(ctx_.extra_stats);
+    eviction_.add_stats(ctx_.extra_stats);
   }
 
  private:
@@ -118,7 +120,7 @@ class Server {
   void accept_clients() {
     // The event promises a waiting connection: room first, and the newcomer
     // takes the evicted client's number. One accept: LT reports the rest.
-    if (table_.full(ctx_.options.max_connections)) table_.evict_oldest();
+    eviction_.make_room();
     auto [status, fd] = ctx_.acceptor.accept_one(ctx_.listener.get());
     if (status == Acceptor::Status::kAccepted) admit(std::move(fd));
   }
@@ -129,6 +131,7 @@ class Server {
     auto client = std::make_unique<Client>(std::move(fd), ctx_.options, ctx_.counters);
     const std::uint32_t events = client->interest = interest(client->echo);
     const std::uint64_t tag = table_.insert(number, std::move(client));
+    eviction_.admitted(tag);
     // data carries the generation tag, never a pointer (connection_table.hpp).
     epoll_event event{.events = events, .data = {.u64 = tag}};
     ctx_.counters.ctl_calls.add();
@@ -182,6 +185,7 @@ class Server {
   ServerContext& ctx_;
   Fd epoll_;
   Table table_{ctx_.tracer};
+  OldestFirstEviction<Table> eviction_{table_, ctx_.options.max_connections};
   ReadyList<Client> ready_;
   std::uint64_t epollout_armed_ = 0;
   std::uint64_t epollout_disarmed_ = 0;

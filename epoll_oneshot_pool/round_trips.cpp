@@ -5,7 +5,6 @@
 // trips completed. With --block-us on the server every request costs a fixed
 // sleep there, so the rate shows how many requests the server serves at once.
 // This is a one-figure tool; the project's load generator lives in bench/.
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "fd.hpp"
+#include "net.hpp"
 
 namespace {
 
@@ -34,14 +34,9 @@ struct Client {
 };
 
 muxlab::Fd connect_to(const std::string& host, std::uint16_t port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
-    throw std::runtime_error("not an IPv4 address: " + host);
-  }
-  muxlab::Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  const muxlab::SocketAddress address = muxlab::numeric_address(host, port);
+  muxlab::Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd || ::connect(fd.get(), address.get(), address.length) != 0) {
     throw std::runtime_error(std::string("connect: ") + std::strerror(errno));
   }
   const int one = 1;
@@ -58,7 +53,7 @@ int main(int argc, char** argv) {
   std::size_t size = 64;
   double seconds = 5;
   CLI::App app{"Closed-loop echo round trips against one server", "pool_round_trips"};
-  app.add_option("--host", host, "Server address (IPv4)")->capture_default_str();
+  app.add_option("--host", host, "Server address (numeric IPv4 or IPv6)")->capture_default_str();
   app.add_option("--port", port, "Server port")->capture_default_str();
   app.add_option("--clients", clients, "Connections, each with one request in flight")
       ->check(CLI::Range(1, 4096))

@@ -6,7 +6,6 @@
 // terminal:
 //
 //   muxlab_loadgen --port 9000 --mode open --rate 20000 --connections 50
-#include <arpa/inet.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -26,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "net.hpp"
 #include "options.hpp"
 #include "proc_stats.hpp"
 #include "worker.hpp"
@@ -56,14 +56,8 @@ struct Flags {
 };
 
 std::string check_loopback(const std::string& host) {
-  in_addr v4{};
-  in6_addr v6{};
-  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
-    // 127.0.0.0/8, whatever the byte order of the rest.
-    if ((ntohl(v4.s_addr) >> 24) == 127) return {};
-  } else if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) {
-    return {};
-  }
+  const auto address = parse_numeric_address(host, 0);
+  if (address && address->is_loopback()) return {};
   return "the load generator talks to loopback only (127.0.0.0/8 or ::1), not " + host;
 }
 

@@ -1,6 +1,5 @@
 #include "worker.hpp"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -12,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "net.hpp"
 #include "payload.hpp"
 
 namespace muxlab::bench {
@@ -70,20 +70,10 @@ bool Worker::start_connect(Conn& c, std::uint64_t stream_id) {
   c = Conn{};
   c.idle = idle;
   c.phase = Payload::phase_for(stream_id);
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
-  if (::inet_pton(AF_INET, config_.host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(config_.port);
-    length = sizeof *v4;
-  } else if (::inet_pton(AF_INET6, config_.host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(config_.port);
-    length = sizeof *v6;
+  const auto address = parse_numeric_address(config_.host, config_.port);
+  if (address) {
+    c.fd = Fd(::socket(address->family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   }
-  c.fd = Fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!c.fd) {
     ++result_.errors.connect;
     return false;
@@ -91,8 +81,7 @@ bool Worker::start_connect(Conn& c, std::uint64_t stream_id) {
   // Small messages must leave at once, not wait for Nagle to batch them.
   const int one = 1;
   ::setsockopt(c.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (::connect(c.fd.get(), reinterpret_cast<sockaddr*>(&address), length) != 0 &&
-      errno != EINPROGRESS) {
+  if (::connect(c.fd.get(), address->get(), address->length) != 0 && errno != EINPROGRESS) {
     c.fd.reset();
     ++result_.errors.connect;
     return false;

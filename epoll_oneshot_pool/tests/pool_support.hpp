@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,45 +21,6 @@ inline std::size_t count_of(const std::string& text, const std::string& needle) 
     ++count;
   }
   return count;
-}
-
-// Calls `visit(path)` with each /proc/PID/task/TID folder of a process.
-template <typename Visit>
-void for_each_thread(pid_t pid, Visit visit) {
-  std::error_code error;
-  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", error), end;
-       !error && it != end; it.increment(error)) {
-    visit(it->path().string());
-  }
-}
-
-inline int thread_count(pid_t pid) {
-  int count = 0;
-  for_each_thread(pid, [&](const std::string&) { ++count; });
-  return count;
-}
-
-// Threads asleep in epoll_wait(): the pool's idle workers.
-inline int threads_in_epoll_wait(pid_t pid) {
-  int count = 0;
-  for_each_thread(pid, [&](const std::string& task) {
-    if (read_file(task + "/wchan").find("epoll") != std::string::npos) ++count;
-  });
-  return count;
-}
-
-// Every thread of the process is stopped (SIGSTOP). freeze() waits for the
-// main thread only; the pool's workers stop a moment later, each on its own.
-inline bool every_thread_stopped(pid_t pid) {
-  bool stopped = true;
-  for_each_thread(pid, [&](const std::string& task) {
-    // The state follows the command name, which is in parentheses.
-    const std::string stat = read_file(task + "/stat");
-    const auto close = stat.rfind(')');
-    stopped =
-        stopped && close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
-  });
-  return stopped;
 }
 
 // Any report a sanitizer runtime writes to stderr.

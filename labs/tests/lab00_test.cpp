@@ -8,21 +8,13 @@
 namespace muxlab::test {
 namespace {
 
-// The process state letter from /proc/PID/stat ('S': asleep in a system
-// call, 'R': running, 'Z' or '?': gone).
-char process_state(pid_t pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() ? '?' : stat[paren + 2];
-}
-
 TEST(Lab00Setup, SleepsUntilSignalledThenExitsZero) {
   ServerProcess server(lab_launch({"--trace"}));
   // A loop that waits properly goes to sleep in the kernel and stays there;
   // one that returns at once is gone, one that spins is always running.
   bool asleep = false;
   for (const auto deadline = Clock::now() + 5s; Clock::now() < deadline && !asleep;) {
-    asleep = process_state(server.pid()) == 'S';
+    asleep = main_thread_state(server.pid()).state == 'S';
     if (!asleep) {
       pollfd none{-1, 0, 0};
       ::poll(&none, 1, 10);

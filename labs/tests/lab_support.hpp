@@ -15,7 +15,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <iomanip>
 #include <sstream>
 #include <stdexcept>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "kernel_view.hpp"
 #include "process.hpp"
 
 namespace muxlab::test {
@@ -124,35 +124,6 @@ struct QuietCost {
   double runnable_share = 0;
   long switches = 0;
 };
-
-inline long context_switches(pid_t pid) {
-  long total = 0;
-  std::error_code error;
-  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", error), end;
-       !error && it != end; it.increment(error)) {
-    std::stringstream status(read_file(it->path().string() + "/status"));
-    std::string line;
-    while (std::getline(status, line)) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 ||
-          line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
-        total += std::stol(line.substr(line.find(':') + 1));
-      }
-    }
-  }
-  return total;
-}
-
-inline bool any_thread_runnable(pid_t pid) {
-  std::error_code error;
-  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", error), end;
-       !error && it != end; it.increment(error)) {
-    const std::string stat = read_file(it->path().string() + "/stat");
-    const auto paren = stat.rfind(')');
-    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'R')
-      return true;
-  }
-  return false;
-}
 
 inline QuietCost measure_quiet(ServerProcess& server, std::chrono::milliseconds window) {
   const double cpu_before = server.cpu_seconds();

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "kernel_view.hpp"
 #include "net.hpp"
 
 namespace muxlab::rules {
@@ -51,13 +52,6 @@ std::uint16_t bound_port(int fd) {
 void no_delay(int fd) {
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-std::string first_line(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
 }
 
 // A handler that does nothing: its only job is to make a blocked epoll_wait
@@ -275,23 +269,13 @@ std::string event_names(std::uint32_t events) {
 
 bool blocked_in(pid_t tid, std::initializer_list<long> numbers,
                 std::initializer_list<std::string_view> channels) {
-  const std::string task = "/proc/self/task/" + std::to_string(tid) + "/";
-  // State is the first field after the command name, which sits in
-  // parentheses and may itself contain spaces or ')'.
-  const std::string stat = first_line(task + "stat");
-  const auto close = stat.rfind(')');
-  if (close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'S') {
-    return false;
-  }
-  // "running" when on a CPU, else the number of the system call it is in.
-  std::istringstream syscall(first_line(task + "syscall"));
-  long number = -1;
-  if (!(syscall >> number)) return false;
-  if (std::find(numbers.begin(), numbers.end(), number) == numbers.end()) return false;
+  const test::TaskView task = test::task_view(::getpid(), tid);
+  if (task.state.state != 'S') return false;
+  if (std::find(numbers.begin(), numbers.end(), task.syscall) == numbers.end()) return false;
   // The wait channel names the kernel function it sleeps in ("0" when the
   // kernel hides it); when shown, it must be the wait itself and not, say, a
   // page fault taken on the way in.
-  const std::string channel = first_line(task + "wchan");
+  const std::string& channel = task.state.wchan;
   if (channel.empty() || channel == "0") return true;
   return std::any_of(channels.begin(), channels.end(), [&](std::string_view name) {
     return channel.find(name) != std::string::npos;

@@ -1,6 +1,5 @@
 #include "client.hpp"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -35,15 +34,12 @@ bool wait_ready(int fd, short events, Clock::time_point deadline) {
 }  // namespace
 
 Fd connect_to(std::uint16_t port, const std::string& host) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  inet_pton(AF_INET, host.c_str(), &address.sin_addr);
-  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const SocketAddress address = numeric_address(host, port);
+  Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
   // A blocking connect to loopback completes at once (the kernel finishes the
   // handshake even before the server calls accept).
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  if (::connect(fd.get(), address.get(), address.length) != 0) {
     throw std::runtime_error("connect: " + std::string(std::strerror(errno)));
   }
   const int one = 1;

@@ -42,8 +42,10 @@ bool ThreadState::asleep_in_ring_wait() const {
   return state == 'S' && wchan.find("io_cqring_wait") != std::string::npos;
 }
 
-ThreadState main_thread_state(pid_t pid) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/";
+namespace {
+
+// The state and wait channel of /proc/PID or /proc/PID/task/TID (`dir` ends in '/').
+ThreadState state_in(const std::string& dir) {
   ThreadState result;
   // The state follows the command name, which is in parentheses and may hold spaces.
   const std::string stat = read_file(dir + "stat");
@@ -52,6 +54,26 @@ ThreadState main_thread_state(pid_t pid) {
   }
   std::getline(std::ifstream(dir + "wchan"), result.wchan);
   return result;
+}
+
+// Everything but the name, which tasks_of() has read already to filter on it.
+void read_task(const std::string& dir, TaskView& task) {
+  task.state = state_in(dir);
+  std::istringstream(read_file(dir + "syscall")) >> task.syscall;  // "running": stays -1
+  std::istringstream status(read_file(dir + "status"));
+  for (std::string line; std::getline(status, line);) {
+    std::istringstream fields(line);
+    std::string key;
+    fields >> key;
+    if (key == "voluntary_ctxt_switches:") fields >> task.voluntary_switches;
+    if (key == "nonvoluntary_ctxt_switches:") fields >> task.involuntary_switches;
+  }
+}
+
+}  // namespace
+
+ThreadState main_thread_state(pid_t pid) {
+  return state_in("/proc/" + std::to_string(pid) + "/");
 }
 
 bool wait_until_idle(pid_t pid, Clock::time_point deadline) {
@@ -82,25 +104,52 @@ std::vector<TaskView> tasks_of(pid_t pid, std::string_view prefix) {
     const std::string dir = entry.path().string() + "/";
     std::getline(std::ifstream(dir + "comm"), task.name);
     if (task.name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string stat = read_file(dir + "stat");
-    if (const auto close = stat.rfind(')'); close != std::string::npos && close + 2 < stat.size()) {
-      task.state.state = stat[close + 2];
-    }
-    std::getline(std::ifstream(dir + "wchan"), task.state.wchan);
-    std::istringstream(read_file(dir + "syscall")) >> task.syscall;  // "running": stays -1
-    std::istringstream status(read_file(dir + "status"));
-    for (std::string line; std::getline(status, line);) {
-      std::istringstream fields(line);
-      std::string key;
-      fields >> key;
-      if (key == "voluntary_ctxt_switches:") fields >> task.voluntary_switches;
-      if (key == "nonvoluntary_ctxt_switches:") fields >> task.involuntary_switches;
-    }
+    read_task(dir, task);
     tasks.push_back(std::move(task));
   }
   std::sort(tasks.begin(), tasks.end(),
             [](const TaskView& a, const TaskView& b) { return a.tid < b.tid; });
   return tasks;
+}
+
+TaskView task_view(pid_t pid, pid_t tid) {
+  TaskView task;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/";
+  if (!std::getline(std::ifstream(dir + "comm"), task.name)) return task;
+  task.tid = tid;
+  read_task(dir, task);
+  return task;
+}
+
+int thread_count(pid_t pid) {
+  return static_cast<int>(tasks_of(pid).size());
+}
+
+int threads_in_epoll_wait(pid_t pid) {
+  const auto tasks = tasks_of(pid);
+  return static_cast<int>(std::count_if(tasks.begin(), tasks.end(), [](const TaskView& t) {
+    return t.state.asleep_in_epoll_wait();
+  }));
+}
+
+bool every_thread_stopped(pid_t pid) {
+  const auto tasks = tasks_of(pid);
+  return std::all_of(tasks.begin(), tasks.end(),
+                     [](const TaskView& t) { return t.state.state == 'T'; });
+}
+
+bool any_thread_runnable(pid_t pid) {
+  const auto tasks = tasks_of(pid);
+  return std::any_of(tasks.begin(), tasks.end(),
+                     [](const TaskView& t) { return t.state.state == 'R'; });
+}
+
+long context_switches(pid_t pid) {
+  long total = 0;
+  for (const TaskView& t : tasks_of(pid)) {
+    total += static_cast<long>(t.voluntary_switches + t.involuntary_switches);
+  }
+  return total;
 }
 
 bool freeze(pid_t pid, Clock::time_point deadline) {

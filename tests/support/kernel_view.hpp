@@ -60,6 +60,17 @@ struct TaskView {
 };
 // The threads whose name starts with `prefix` (all of them for ""), by tid.
 std::vector<TaskView> tasks_of(pid_t pid, std::string_view prefix = "");
+// One thread; tid 0 when it is gone.
+TaskView task_view(pid_t pid, pid_t tid);
+
+// Questions about all the threads of a process at once.
+int thread_count(pid_t pid);
+int threads_in_epoll_wait(pid_t pid);  // a pool's idle workers
+// SIGSTOP reaches every thread, but not at the same instant: freeze() waits for
+// the main thread only, this for all of them.
+bool every_thread_stopped(pid_t pid);
+bool any_thread_runnable(pid_t pid);
+long context_switches(pid_t pid);  // voluntary and involuntary, all threads
 
 // Connections waiting to be accepted on `port`, summed over every listening
 // socket bound to it (with SO_REUSEPORT there is one per loop).
