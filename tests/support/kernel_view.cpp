@@ -235,9 +235,16 @@ int threads_woken_by_a_connection(const ServerProcess& server, Fd* client,
         if (::poll(&p, 1, 0) != 1 || accept_queue_total(server.port()) != 0) return false;
         const auto after = tasks_of(pid);
         if (!all_asleep(after) || after.size() != before.size()) return false;
+        // Only the loops count: threads seen asleep in epoll_wait. The main
+        // thread (in join) and a sanitizer's background thread never are, and
+        // wake for reasons of their own.
         woken = 0;
         for (std::size_t i = 0; i < after.size(); ++i) {
-          if (after[i].voluntary_switches != before[i].voluntary_switches) ++woken;
+          const bool loop =
+              before[i].state.asleep_in_epoll_wait() || after[i].state.asleep_in_epoll_wait();
+          if (loop && after[i].voluntary_switches != before[i].voluntary_switches) {
+            ++woken;
+          }
         }
         return woken > 0;  // 0: the connection has not reached the server yet
       },
