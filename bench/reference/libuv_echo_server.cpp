@@ -235,6 +235,9 @@ int main(int argc, char** argv) {
       &server);
   uv_run(server.loop, UV_RUN_DEFAULT);
   uv_loop_close(server.loop);
+  // Every buffer is back on the free list now (cancelled writes included).
+  for (char* chunk : free_chunks) std::free(chunk);
+  free_chunks.clear();
   if (!muxlab::reference::write_stats(server.options, kName, server.counters,
                                       std::string("libuv ") + uv_version_string())) {
     std::fprintf(stderr, "%s: cannot write %s\n", kName, server.options.stats_json.c_str());
