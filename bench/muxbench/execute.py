@@ -249,7 +249,10 @@ def measure(server: Server, point: Point, timing: Timing, loadgen: str, placemen
         raise RunError(f"{server.name} exited with {srv.exit_code} after SIGTERM: "
                        f"{stderr_path.read_text(errors='replace')[-500:]}")
     generator = json.loads(loadgen_path.read_text())
-    stats = json.loads(stats_path.read_text())
+    try:
+        stats = json.loads(stats_path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"{server.name} exited 0 but its stats file is unreadable: {error}") from error
     usage = srv.rusage
     assert usage is not None
     server_total_cpu = usage.ru_utime + usage.ru_stime
