@@ -103,10 +103,12 @@ int fd_of(std::uint64_t t) {
   return static_cast<int>(t & 0xffff'ffffu);
 }
 
-struct Held {  // a provided buffer whose bytes did not fit under the cap yet
-  std::uint16_t id;
-  std::uint32_t offset;
-  std::uint32_t length;
+struct Held {            // received bytes that did not fit under the cap yet
+  std::uint16_t id;      // the provided buffer they were received into,
+  std::uint32_t offset;  // where they start in it,
+  std::uint32_t length;  // and how many are left
+  std::string spilled;   // or, if the ring ran short, a copy (the buffer given back)
+  bool in_ring() const { return spilled.empty(); }
 };
 
 struct Client {
@@ -173,6 +175,8 @@ class IoUringServer {
     stats["sends_in_flight_peak"] = sends_in_flight_peak_;
     stats["recv_rearms"] = recv_rearms_;
     stats["accept_rearms"] = accept_rearms_;
+    stats["held_buffers_peak"] = held_buffers_peak_;
+    stats["spilled_buffers"] = spilled_buffers_;
   }
 
  private:
@@ -243,11 +247,6 @@ class IoUringServer {
     // Marks the CQEs consumed: the kernel may reuse their slots.
     io_uring_cq_advance(&ring_, seen);
     completions_ += seen;
-    if (!starved_.empty() && held_buffers_ < buffers_->entries()) {
-      for (const int fd : std::exchange(starved_, {})) {
-        if (auto found = clients_.find(fd); found != clients_.end()) settle(fd, found->second);
-      }
-    }
     ctx_.counters.events.add(seen);
   }
 
@@ -347,7 +346,7 @@ class IoUringServer {
       ctx_.counters.bytes_in.add(static_cast<std::uint64_t>(result));
       ctx_.tracer.line("  fd %d: recv %d bytes in buffer %u%s", fd, result, id,
                        more ? ", F_MORE" : ", final");
-      take(client, {id, 0, static_cast<std::uint32_t>(result)});
+      take(client, {id, 0, static_cast<std::uint32_t>(result), {}});
       simulate_request_cost(ctx_.options);
     } else if (result == 0) {
       ctx_.tracer.line("  fd %d: recv 0: the peer sent FIN", fd);
@@ -382,15 +381,31 @@ class IoUringServer {
     if (client.held.empty()) buffer = copy_out(client, buffer);
     // All bytes used: only now may the kernel have the buffer back.
     if (buffer.length == 0) return recycle(buffer.id);
-    client.held.push_back(buffer);
     if (ctx_.options.pitfall_is("early-recycle")) {
       // PITFALL early-recycle: the buffer goes back to the ring while its
       // bytes still wait to be copied. The next receives that pick it up
       // overwrite them, and what is echoed later is someone else's data.
+      client.held.push_back(buffer);
+      return recycle(buffer.id);
+    }
+    if (held_buffers_ >= buffers_->entries() / 2) {
+      // The cancel of a receive lands only at the next enter: until then the
+      // kernel may fill every free buffer for this one connection. Held for
+      // peers that do not read, they would leave nothing for the others, whose
+      // receives would end with -ENOBUFS until those peers read: one client
+      // stalling all. So at most half the ring is ever held; past that, the
+      // bytes are copied aside (at most one receive's burst per connection,
+      // since the receive is not armed again while anything is held).
+      const char* bytes = buffers_->buffer(buffer.id) + buffer.offset;
+      buffer.spilled.assign(bytes, buffer.length);
+      buffer.offset = 0;
       recycle(buffer.id);
+      ++spilled_buffers_;
+      client.held.push_back(std::move(buffer));
       return;
     }
-    ++held_buffers_;
+    client.held.push_back(buffer);
+    held_buffers_peak_ = std::max(held_buffers_peak_, ++held_buffers_);
   }
 
   Held copy_out(Client& client, Held buffer) {
@@ -398,7 +413,8 @@ class IoUringServer {
         ctx_.options.buffer_cap - std::min(ctx_.options.buffer_cap, client.queued());
     const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(room, buffer.length));
     if (n > 0) {
-      std::memcpy(client.outbox.reserve(n).data(), buffers_->buffer(buffer.id) + buffer.offset, n);
+      const char* from = buffer.in_ring() ? buffers_->buffer(buffer.id) : buffer.spilled.data();
+      std::memcpy(client.outbox.reserve(n).data(), from + buffer.offset, n);
       client.outbox.commit(n);
       ctx_.counters.max_pending_bytes.raise_to(client.queued());
     }
@@ -416,12 +432,13 @@ class IoUringServer {
   // buffers, send, read again or stop reading, close.
   void settle(int fd, Client& client) {
     while (!client.held.empty()) {
-      client.held.front() = copy_out(client, client.held.front());
+      client.held.front() = copy_out(client, std::move(client.held.front()));
       if (client.held.front().length > 0) break;
-      const std::uint16_t id = client.held.front().id;
+      const Held used = std::move(client.held.front());
       client.held.pop_front();
-      if (ctx_.options.pitfall_is("early-recycle")) continue;  // given back already
-      recycle(id);
+      // Given back already: a copy, or the pitfall.
+      if (!used.in_ring() || ctx_.options.pitfall_is("early-recycle")) continue;
+      recycle(used.id);
       --held_buffers_;
     }
     if (!client.failed) send_next(fd, client);
@@ -438,15 +455,9 @@ class IoUringServer {
     } else if (room && !client.receiving && !client.peer_closed && !client.abandoned) {
       // The multishot receive ended (a CQE without F_MORE: -ENOBUFS, our
       // cancel, or the kernel stopping it): nothing is read until it is
-      // submitted again. Unless every buffer is held by connections waiting
-      // for their peers to read: then the receive would meet an empty ring,
-      // end with -ENOBUFS at once, be re-armed, end... a spin. It waits for
-      // a buffer to come back instead (reap() looks after it).
-      if (held_buffers_ >= buffers_->entries()) {
-        ctx_.tracer.line("  fd %d: every provided buffer is held, receive waits", fd);
-        starved_.push_back(fd);
-        return;
-      }
+      // submitted again. The kernel sees this SQE at the next enter, when
+      // this batch is reaped and half the ring at least is free (take()
+      // holds no more): it cannot meet an empty ring and spin on -ENOBUFS.
       ++recv_rearms_;
       ctx_.tracer.line("  fd %d: receive re-armed", fd);
       arm_recv(fd, client);
@@ -534,7 +545,7 @@ class IoUringServer {
     }
     if (client.busy()) return;  // the last CQE comes back here through settle()
     for (const Held& buffer : client.held) {
-      if (ctx_.options.pitfall_is("early-recycle")) continue;
+      if (!buffer.in_ring() || ctx_.options.pitfall_is("early-recycle")) continue;
       recycle(buffer.id);
       --held_buffers_;
     }
@@ -559,7 +570,8 @@ class IoUringServer {
   std::uint64_t recv_rearms_ = 0;
   std::uint64_t accept_rearms_ = 0;
   unsigned held_buffers_ = 0;  // provided buffers kept back for bytes over the cap
-  std::vector<int> starved_;   // connections whose receive waits for a free buffer
+  unsigned held_buffers_peak_ = 0;
+  std::uint64_t spilled_buffers_ = 0;  // buffers copied aside to keep half the ring free
 };
 
 }  // namespace

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -140,6 +141,27 @@ def draw(folder: Path) -> bool:
     return subprocess.run(command, env=env).returncode == 0
 
 
+def _lock_folder(out: Path):
+    """Holds out/.lock for as long as this process runs, or says who does.
+
+    A server truncates its stats file when it starts: a second run writing into
+    the same folder would empty the first one's files before it reads them."""
+    lock = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        sys.stderr.write(f"muxbench: another run (pid {holder}) is writing into {out}: wait for "
+                         "it to finish or choose another --out\n")
+        lock.close()
+        return None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
 def _run(args: argparse.Namespace) -> int:
     build_info_path = args.build_info or _default_build_info()
     if not build_info_path.exists():
@@ -171,10 +193,21 @@ def _run(args: argparse.Namespace) -> int:
     if build.sanitize:
         sys.stderr.write(f"muxbench: this build has sanitizers ({build.sanitize}): "
                          "fine for checking, not for numbers\n")
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or BENCH_DIR / "results" / f"{stamp}-{chosen.name}"
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_folder(out)
+    if lock is None:
+        return 2
+    try:
+        return _measure(args, chosen, build, servers, out)
+    finally:
+        (out / ".lock").unlink(missing_ok=True)
+        lock.close()
+
+
+def _measure(args: argparse.Namespace, chosen, build, servers, out: Path) -> int:
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
     placement = Placement.choose(args.server_cpus, args.client_cpus, not args.client_sleeps)
     sys.stderr.write(f"muxbench: {chosen.name} suite, {len(servers)} servers "
                      f"({', '.join(s.name for s in servers)}), {chosen.repetitions} repetitions, "

@@ -197,15 +197,8 @@ class Suite:
         stem = f"{name}-{job.server.name}-{job.point.label()}-rep{job.rep}"
         for attempt in range(1, self.noise.retries + 2):
             try:
-                try:
-                    record = measure(job.server, job.point, self.timing, self.build.loadgen,
-                                     self.placement, self.raw, stem)
-                except RunError as first:
-                    # Once more before recording a failure: a run that fails for
-                    # good fails twice, and one odd run should not cost a row.
-                    self.warnings.add(f"{stem}: measured again after: {first}")
-                    record = measure(job.server, job.point, self.timing, self.build.loadgen,
-                                     self.placement, self.raw, stem)
+                record = measure(job.server, job.point, self.timing, self.build.loadgen,
+                                 self.placement, self.raw, stem)
             except RunError as error:
                 self.warnings.add(f"{stem}: {error}")
                 self.runs.append(results.placeholder_row(name, job.server.name, job.rep,
