@@ -49,6 +49,7 @@ namespace {
 
 unsigned g_buffers = 256;   // --ring-buffers
 bool g_plain_ring = false;  // --plain-ring
+int g_send_buffer = 0;      // --send-buffer (0: the kernel's autotuning)
 
 const ServerSpec kSpec{
     .name = "io_uring_server",
@@ -70,12 +71,18 @@ const ServerSpec kSpec{
           app.add_flag("--plain-ring", g_plain_ring,
                        "set the ring up without SINGLE_ISSUER|DEFER_TASKRUN, as on a kernel "
                        "older than 6.1");
+          app.add_option("--send-buffer", g_send_buffer,
+                         "SO_SNDBUF of each connection in bytes (0: autotuned; a small one "
+                         "makes short sends common, as lab 08 uses to show two-sends)");
         },
     .validate =
         [] {
           if (g_buffers == 0 || g_buffers > 32768 || (g_buffers & (g_buffers - 1)) != 0)
             return "--ring-buffers " + std::to_string(g_buffers) +
                    ": must be a power of two between 1 and 32768";
+          if (g_send_buffer != 0 && (g_send_buffer < 4096 || g_send_buffer > (1 << 26)))
+            return "--send-buffer " + std::to_string(g_send_buffer) +
+                   ": must be 0 or between 4096 and 67108864";
           return std::string();
         },
     .offers_max_connections = false,
@@ -317,6 +324,9 @@ class IoUringServer {
     // Echo traffic is many small writes; Nagle would hold them for the ACK.
     const int one = 1;
     ::setsockopt(number, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (g_send_buffer > 0) {
+      ::setsockopt(number, SOL_SOCKET, SO_SNDBUF, &g_send_buffer, sizeof g_send_buffer);
+    }
     ctx_.counters.connection_opened();
     Client& client = clients_.try_emplace(number, std::move(fd)).first->second;
     arm_recv(number, client);
