@@ -57,7 +57,7 @@ const ServerSpec kSpec{
     .pitfalls =
         {{"two-sends",
           "a send submitted for every receive, without waiting for the previous one: when the "
-          "socket is full, sends complete partly and out of order and the echo is reordered"},
+          "socket is full, the sends wait for room together and go out in any order"},
          {"no-rearm",
           "a multishot receive that ends without IORING_CQE_F_MORE (say -ENOBUFS when the "
           "buffer ring runs dry) is not submitted again: the connection silently stalls"},
@@ -72,8 +72,8 @@ const ServerSpec kSpec{
                        "set the ring up without SINGLE_ISSUER|DEFER_TASKRUN, as on a kernel "
                        "older than 6.1");
           app.add_option("--send-buffer", g_send_buffer,
-                         "SO_SNDBUF of each connection in bytes (0: autotuned; a small one "
-                         "makes short sends common, as lab 08 uses to show two-sends)");
+                         "SO_SNDBUF of each connection in bytes (0: autotuned; with a small one "
+                         "every send waits for room, as the two-sends pitfall test uses)");
         },
     .validate =
         [] {
@@ -180,6 +180,7 @@ class IoUringServer {
     stats["enobufs"] = enobufs_;
     stats["defer_taskrun"] = defer_taskrun_ ? 1 : 0;
     stats["sends_in_flight_peak"] = sends_in_flight_peak_;
+    stats["short_sends"] = short_sends_;
     stats["recv_rearms"] = recv_rearms_;
     stats["accept_rearms"] = accept_rearms_;
     stats["held_buffers_peak"] = held_buffers_peak_;
@@ -480,7 +481,9 @@ class IoUringServer {
     if (client.outbox.empty()) return;
     if (!client.sends.empty() && !ctx_.options.pitfall_is("two-sends")) return;
     // PITFALL two-sends (the condition above): a second send before the first
-    // completed. If the first one is short, its rest goes out behind the second.
+    // completed. In a full socket both wait for room and nothing orders them:
+    // the newer may go first, or the older completes short and its rest
+    // follows the newer.
     const std::uint32_t sequence = client.next_send++ & 0xff'ffffu;
     ByteQueue& bytes = client.sends[sequence];
     std::swap(bytes, client.outbox);
@@ -503,6 +506,7 @@ class IoUringServer {
     ctx_.counters.writes.add();
     if (result >= 0) {
       ctx_.tracer.line("  fd %d: send %d of %zu bytes", fd, result, bytes.size());
+      if (static_cast<std::size_t>(result) < bytes.size()) ++short_sends_;
       bytes.consume(static_cast<std::size_t>(result));
       ctx_.counters.bytes_out.add(static_cast<std::uint64_t>(result));
     } else {
@@ -577,6 +581,7 @@ class IoUringServer {
   std::uint64_t buffers_recycled_ = 0;
   std::uint64_t enobufs_ = 0;
   std::uint64_t sends_in_flight_peak_ = 0;
+  std::uint64_t short_sends_ = 0;
   std::uint64_t recv_rearms_ = 0;
   std::uint64_t accept_rearms_ = 0;
   unsigned held_buffers_ = 0;  // provided buffers kept back for bytes over the cap

@@ -178,8 +178,9 @@ TEST(Completion, WithoutIoUringExitsOneWithOneClearLine) {
 // client reads nothing, so its socket fills. Both socket buffers are fixed
 // small: left to autotuning (tcp_rmem may allow 32 MiB) the client's could
 // swallow the whole flood, and with the server's at 8 KiB (16 KiB of room,
-// as Linux doubles it) each 16 KiB send meets a socket that cannot take it
-// all: short sends are certain, not a matter of where the buffer fills up.
+// as Linux doubles it) every send waits for room, again and again: sends in
+// flight together always meet, not only when one straddles the moment the
+// socket fills up.
 struct Flood {
   std::string payload = pattern(4 << 20, 21);
   std::string echoed;
@@ -198,13 +199,11 @@ Flood flood(const std::vector<std::string>& args) {
   return result;
 }
 
-TEST(PitfallTwoSends, SecondSendOvertakesAShortOneAndReordersTheEcho) {
+TEST(PitfallTwoSends, SendsWaitingTogetherReorderTheEcho) {
   SKIP_WITHOUT_IO_URING();
   const Flood run = flood({"--buffer-cap", std::to_string(64 << 20), "--send-buffer", "8192",
                            "--pitfall", "two-sends"});
   EXPECT_GE(run.stats.value("sends_in_flight_peak", 0), 2);
-  // Some sends were short: more send completions than receives.
-  EXPECT_GT(run.stats.value("writes", 0), run.stats.value("reads", 0));
   // Every byte came back, but not in the order it was sent.
   EXPECT_EQ(run.echoed.size(), run.payload.size());
   EXPECT_FALSE(run.echoed == run.payload) << "the echo came back in order";
@@ -218,7 +217,8 @@ TEST(PitfallTwoSends, DefaultModeKeepsOneSendInFlight) {
   SKIP_WITHOUT_IO_URING();
   const Flood run = flood({"--buffer-cap", std::to_string(64 << 20), "--send-buffer", "8192"});
   EXPECT_EQ(run.stats.value("sends_in_flight_peak", 0), 1);
-  EXPECT_GT(run.stats.value("writes", 0), run.stats.value("reads", 0));
+  // Short sends did happen, and their rest went out first.
+  EXPECT_GE(run.stats.value("short_sends", 0), 1);
   EXPECT_TRUE(run.echoed == run.payload);
 }
 
