@@ -211,16 +211,18 @@ def preset(name: str) -> Preset:
                       micro_min_time_s=0.01, scenarios=scenarios)
     if name == "default":
         scenarios = [
-            _pingpong([1, 10, 100, 1000, 2000]),
-            _rate([0.02, 0.05, 0.15, 0.4, 0.8, 1.2], 1000),
-            _idle([0, 900, 3000, 10000]),
-            _msgsize([16, 1024, 65536]),
+            # Within 8 minutes on two cores: 10 000 connections are the c10k
+            # scenario's, not the idle sweep's (setting them up is most of a run).
+            _pingpong([1, 10, 100, 1000]),
+            _rate([0.05, 0.15, 0.4, 0.8, 1.2], 1000),
+            _idle([0, 900, 3000]),
+            _msgsize([16, 65536]),
             _handler([1000], [50]),
             _churn([8]),
             _c10k([5000, 40000], repetitions=1),
             _cores(),
         ]
-        return Preset(name, repetitions=3, warmup_s=0.2, duration_s=0.5,
+        return Preset(name, repetitions=3, warmup_s=0.2, duration_s=0.4,
                       micro_min_time_s=0.05, scenarios=scenarios)
     if name == "full":
         scenarios = [

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "fixture.hpp"
+#include "kernel_view.hpp"
 
 namespace muxlab::test {
 namespace {
@@ -87,6 +88,21 @@ TEST_P(LifecycleTest, SigtermWithOpenConnectionsExitsZeroAndWritesStats) {
   EXPECT_EQ(json.value("bytes_in", 0), json.value("bytes_out", 0));
   EXPECT_GE(json.value("connections_total", 0), 10);
   EXPECT_GE(json.value("connections_peak", 0), 10);
+  ::unlink(stats.c_str());
+}
+
+// The signal ends a wait like any other wakeup and is counted as one, so that
+// a trace and the stats file agree (the labs count both). A wait cut short by
+// the signal (EINTR) is retried, and the shutdown pipe then answers it.
+TEST_P(LifecycleTest, ShutdownOfAnIdleServerIsCountedAsAWakeup) {
+  const std::string stats = temp_path("stats");
+  ServerProcess& s = start({"--stats-json", stats});
+  // Every thread asleep: in its wait, with nothing to do (no client came).
+  ASSERT_TRUE(wait_until([&] { return !any_thread_runnable(s.pid()); }, Clock::now() + 5s));
+  ASSERT_EQ(s.stop(SIGTERM).code, 0) << s.stderr_text();
+  const auto json = read_json(stats);
+  EXPECT_GE(json.value("wakeups", 0), 1);
+  EXPECT_EQ(json.value("accepts", -1), 0);
   ::unlink(stats.c_str());
 }
 
