@@ -199,15 +199,15 @@ def preset(name: str) -> Preset:
                       micro_min_time_s=0.002, drain_timeout_s=3.0, scenarios=scenarios)
     if name == "quick":
         scenarios = [
-            _pingpong([1, 100, 1000]),
-            _rate([0.05, 0.2, 1.0], 1000),
+            _pingpong([1, 1000]),
+            _rate([0.05, 1.0], 1000),
             _idle([0, 3000]),
             _msgsize([16384]),
             _handler([1000], [50]),
             _c10k([20000], repetitions=1),
             _cores(),
         ]
-        return Preset(name, repetitions=3, warmup_s=0.1, duration_s=0.15,
+        return Preset(name, repetitions=2, warmup_s=0.1, duration_s=0.15,
                       micro_min_time_s=0.01, scenarios=scenarios)
     if name == "default":
         scenarios = [
