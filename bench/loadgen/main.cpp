@@ -213,8 +213,8 @@ struct WindowSamples {
   std::optional<ProcessSample> server_until;
 };
 
-// The common timeline, fixed once every worker has set up: start soon (2 ms,
-// so that every thread is waiting when it comes), then warm-up, window, drain.
+// The common timeline, fixed once every worker has set up: warm-up, window and
+// drain from a start 2 ms away, time enough for every thread to wake from the latch.
 Timeline plan_timeline(const LoadConfig& config, bool setup_failed) {
   Timeline timeline;
   const std::int64_t start = now_ns() + 2'000'000;
