@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 
 from .results import read_csv  # noqa: E402
-from .suite import FD_SETSIZE  # noqa: E402
+from .suite import FD_SETSIZE, SCENARIOS, ScenarioSpec  # noqa: E402
 
 # Okabe-Ito colours: distinct for colour-blind readers and on a projector.
 KNOWN_SERVERS = {
@@ -287,19 +288,39 @@ def _legend(fig, axes) -> int:
     return -(-len(order) // columns)
 
 
-def _chart(scenario: str, panels: int = 2):
-    """Makes `draw(run, rows, axes)` a chart: the scenario's rows, a figure
-    titled after it, the legend, the files. False when nothing ran."""
+# The drawings a scenario's registry entry can name (its `chart`): each takes
+# the run and the entry, draws the chart into charts/NAME.*, and returns False
+# when the scenario has nothing to draw.
+DRAWINGS: dict[str, Callable[[Run, ScenarioSpec], bool]] = {}
+
+
+def _drawing(kind: str):
+    """Registers a drawing under `kind`."""
+
+    def register(chart):
+        DRAWINGS[kind] = chart
+        return chart
+
+    return register
+
+
+def _title(run: Run, entry: ScenarioSpec) -> str:
+    return run.suite.get("scenarios", {}).get(entry.name, entry.name)
+
+
+def _chart(kind: str, panels: int = 2):
+    """Makes `draw(run, rows, axes, entry)` the drawing `kind`: the
+    scenario's rows, a figure titled after it, the legend, the files."""
 
     def wrap(draw):
-        def chart(run: Run) -> bool:
-            rows = run.scenario(scenario)
+        @_drawing(kind)
+        def chart(run: Run, entry: ScenarioSpec) -> bool:
+            rows = run.scenario(entry.name)
             if not _ok(rows):
                 return False
-            title = run.suite.get("scenarios", {}).get(scenario, scenario)
-            fig, axes = _figure(run, title, panels=panels)
-            draw(run, rows, axes)
-            _save(fig, run, scenario, _legend(fig, axes))
+            fig, axes = _figure(run, _title(run, entry), panels=panels)
+            draw(run, rows, axes, entry)
+            _save(fig, run, entry.name, _legend(fig, axes))
             return True
 
         return chart
@@ -329,10 +350,10 @@ def _throughput_and_latency(run: Run, rows: list[dict], x: str, left, right,
 # ---------------------------------------------------------------- charts
 
 
-@_chart("pingpong")
-def chart_pingpong(run: Run, rows: list[dict], axes) -> None:
+@_chart("connection_sweep")
+def chart_connection_sweep(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     left, right = axes
-    _throughput_and_latency(run, rows, "connections", left, right, p50=True)
+    _throughput_and_latency(run, rows, entry.x, left, right, p50=True)
     left.set(xscale="log", xlabel="connections (each with one message in flight)",
              ylabel="throughput (messages/s)", title="Throughput")
     left.yaxis.set_major_formatter(FuncFormatter(_thousands))
@@ -344,8 +365,8 @@ def chart_pingpong(run: Run, rows: list[dict], axes) -> None:
         _limit_lines(ax, run, rows)
 
 
-@_chart("rate", panels=3)
-def chart_rate(run: Run, rows: list[dict], axes) -> None:
+@_chart("offered_rate", panels=3)
+def chart_offered_rate(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     latency, busy, achieved = axes
     window = run.suite.get("duration_s") or 1.0
     for row in _ok(rows):
@@ -355,9 +376,9 @@ def chart_rate(run: Run, rows: list[dict], axes) -> None:
             if row["server_cpu_s"] != "" else ""
         row["achieved_pct"] = 100 * row["achieved_rate"] / row["offered_rate"]
     for server in _servers(run, rows):
-        _latency_lines(latency, run, rows, server, "offered_rate")
-        _line(busy, run, rows, server, "offered_rate", "server_busy_pct")
-        _line(achieved, run, rows, server, "offered_rate", "achieved_pct")
+        _latency_lines(latency, run, rows, server, entry.x)
+        _line(busy, run, rows, server, entry.x, "server_busy_pct")
+        _line(achieved, run, rows, server, entry.x, "achieved_pct")
     latency.set(yscale="log", ylabel="latency (µs)",
                 title="p99 (solid), p50 (dashed)\nfrom the intended send time")
     busy.set(ylabel="server CPU (% of one core)", title="How busy the server was")
@@ -377,16 +398,16 @@ def chart_rate(run: Run, rows: list[dict], axes) -> None:
                          color="#555555")
 
 
-@_chart("idle")
-def chart_idle(run: Run, rows: list[dict], axes) -> None:
+@_chart("idle_sweep")
+def chart_idle_sweep(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     left, right = axes
     active = _ok(rows)[0]["connections"]
-    _throughput_and_latency(run, rows, "idle", left, right)
+    _throughput_and_latency(run, rows, entry.x, left, right)
     left.set(ylabel="throughput (messages/s)", title="Throughput of the busy connections")
     left.yaxis.set_major_formatter(FuncFormatter(_thousands))
     left.set_ylim(bottom=0)
     right.set(yscale="log", ylabel="p99 latency (µs)", title="p99 latency")
-    idle = sorted({r["idle"] for r in rows})
+    idle = sorted({r[entry.x] for r in rows})
     for ax in (left, right):
         # Linear near zero, logarithmic beyond: 0 and 10 000 on one axis.
         ax.set_xscale("symlog", linthresh=100, linscale=0.5)
@@ -397,14 +418,14 @@ def chart_idle(run: Run, rows: list[dict], axes) -> None:
         _limit_lines(ax, run, rows, offset=active)
 
 
-@_chart("msgsize")
-def chart_msgsize(run: Run, rows: list[dict], axes) -> None:
+@_chart("size_sweep")
+def chart_size_sweep(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     left, right = axes
-    _throughput_and_latency(run, rows, "msg_size", left, right, throughput="throughput_mbps")
+    _throughput_and_latency(run, rows, entry.x, left, right, throughput="throughput_mbps")
     left.set(xscale="log", yscale="log", ylabel="echoed payload (MB/s, one direction)",
              title="Bandwidth")
     right.set(xscale="log", yscale="log", ylabel="p99 latency (µs)", title="p99 latency")
-    sizes = sorted({r["msg_size"] for r in _ok(rows)})
+    sizes = sorted({r[entry.x] for r in _ok(rows)})
     for ax in (left, right):
         ax.set_xlabel("message size")
         ax.set_xticks(sizes)
@@ -450,11 +471,12 @@ def _bars(ax, run: Run, rows: list[dict], groups: list[tuple[str, list[dict]]], 
     ax.margins(y=0.1)
 
 
-def chart_handler(run: Run) -> bool:
-    rows = run.scenario("handler")
+@_drawing("cost_bars")
+def chart_cost_bars(run: Run, entry: ScenarioSpec) -> bool:
+    """Bars per request cost: blocking and CPU-bound side by side, throughput above p99."""
+    rows = run.scenario(entry.name)
     if not _ok(rows):
         return False
-    title = run.suite.get("scenarios", {}).get("handler", "handler")
     blocking = sorted({r["block_us"] for r in rows if r["block_us"]})
     working = sorted({r["work_us"] for r in rows if r["work_us"]})
     panels = [("A handler that blocks", [(f"--block-us {b}\n(sleep {b} µs per read)",
@@ -465,7 +487,7 @@ def chart_handler(run: Run) -> bool:
                                        for w in working])]
     panels = [p for p in panels if p[1]]
     # Throughput on top, p99 below: the pool's price shows in the tail.
-    fig, axes = _figure(run, title, panels=len(panels), rows=2)
+    fig, axes = _figure(run, _title(run, entry), panels=len(panels), rows=2)
     for column, (kind, groups) in enumerate(panels):
         top, bottom = axes[column], axes[len(panels) + column]
         _bars(top, run, rows, groups, "throughput_msgs", "throughput_min", "throughput_max")
@@ -475,15 +497,15 @@ def chart_handler(run: Run) -> bool:
         bottom.set(yscale="log", ylabel="p99 latency (µs)", title=f"{kind}: p99 latency")
         low, high = bottom.get_ylim()
         bottom.set_ylim(low, high * 1.8)  # room for the numbers above the bars
-    _save(fig, run, "handler", _legend(fig, axes))
+    _save(fig, run, entry.name, _legend(fig, axes))
     return True
 
 
-@_chart("churn")
-def chart_churn(run: Run, rows: list[dict], axes) -> None:
+@_chart("concurrency_bars")
+def chart_concurrency_bars(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     left, right = axes
-    levels = sorted({r["connections"] for r in rows})
-    groups = [(f"{c} at a time", [r for r in rows if r["connections"] == c]) for c in levels]
+    levels = sorted({r[entry.x] for r in rows})
+    groups = [(f"{c} at a time", [r for r in rows if r[entry.x] == c]) for c in levels]
     _bars(left, run, rows, groups, "throughput_msgs", "throughput_min", "throughput_max")
     _bars(right, run, rows, groups, "p99_us", "p99_min_us", "p99_max_us")
     left.set(ylabel="connections per second", title="Connect + echo + close per second")
@@ -491,15 +513,15 @@ def chart_churn(run: Run, rows: list[dict], axes) -> None:
     right.set(ylabel="p99 latency (µs)", title="p99 of one operation (connect included)")
 
 
-def _cores_runs(run: Run) -> list[dict]:
-    """The cores scenario's runs with what only the raw records hold: the
+def _cores_runs(run: Run, scenario: str) -> list[dict]:
+    """A listener-mode scenario's runs with what only the raw records hold: the
     counters per accepted connection and the connections each loop took."""
     runs_csv = run.folder / "runs.csv"
     if not runs_csv.exists():
         return []
     found = []
     for row in read_csv(runs_csv):
-        if row["scenario"] != "cores" or row["status"] != "ok" or not row.get("raw"):
+        if row["scenario"] != scenario or row["status"] != "ok" or not row.get("raw"):
             continue
         record = _load_json(run.folder / row["raw"])
         stats, usage = record.get("stats", {}), record.get("server_rusage", {})
@@ -527,14 +549,14 @@ CORES_MODES = {"reuseport": ("#009E73", "o"), "exclusive": ("#0072B2", "s"),
                "shared": ("#D55E00", "^")}
 
 
-def chart_cores(run: Run) -> bool:
+@_drawing("listener_modes")
+def chart_listener_modes(run: Run, entry: ScenarioSpec) -> bool:
     """msg/s, wakeups and context switches per accepted connection vs
     --threads, one line per listener mode; connections per loop as bars."""
-    runs = _cores_runs(run)
+    runs = _cores_runs(run, entry.name)
     if not runs:
         return False
-    title = run.suite.get("scenarios", {}).get("cores", "cores")
-    fig, axes = _figure(run, title, panels=2, rows=2)
+    fig, axes = _figure(run, _title(run, entry), panels=2, rows=2)
     most = max(r["threads"] for r in runs)
     for mode, (colour, marker) in CORES_MODES.items():
         mine = [r for r in runs if r["mode"] == mode]
@@ -570,13 +592,15 @@ def chart_cores(run: Run) -> bool:
     fig.text(0.5, 0.035, f"This machine has {cpus} CPUs and the load generator needs its own: "
              f"{placement}. Thread counts above the server's CPUs share them.",
              ha="center", fontsize=10, color="#333333")
-    _save(fig, run, "cores", _legend(fig, axes))
+    _save(fig, run, entry.name, _legend(fig, axes))
     return True
 
 
 def chart_efficiency(run: Run) -> bool:
-    """Wakeups, system calls and CPU per message, from the ping-pong sweep."""
-    rows = run.scenario("pingpong")
+    """Wakeups, system calls and CPU per message, from the ping-pong sweep
+    (the scenario the registry names the capacity source)."""
+    entry = next(s for s in SCENARIOS if s.capacity_source)
+    rows = run.scenario(entry.name)
     if not _ok(rows):
         return False
     fig, axes = _figure(run, "What one echoed message costs the server (ping-pong sweep)",
@@ -592,7 +616,7 @@ def chart_efficiency(run: Run) -> bool:
         for server in _servers(run, rows):
             # What a message costs the server does not depend on who was the
             # bottleneck, so no rings here.
-            _line(ax, run, rows, server, "connections", column, rings=False)
+            _line(ax, run, rows, server, entry.x, column, rings=False)
         ax.set(xscale="log", xlabel="connections", ylabel=label, title=title)
         ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
         ax.set_ylim(bottom=0)
@@ -601,7 +625,7 @@ def chart_efficiency(run: Run) -> bool:
     client = {}
     for r in _ok(rows):
         if r["client_cpu_us_per_msg"] != "":
-            client.setdefault(r["connections"], []).append(r["client_cpu_us_per_msg"])
+            client.setdefault(r[entry.x], []).append(r["client_cpu_us_per_msg"])
     if client:
         xs = sorted(client)
         ys = [sorted(client[x])[len(client[x]) // 2] for x in xs]
@@ -611,8 +635,8 @@ def chart_efficiency(run: Run) -> bool:
     return True
 
 
-@_chart("c10k", panels=3)
-def chart_c10k(run: Run, rows: list[dict], axes) -> None:
+@_chart("slow_clients", panels=3)
+def chart_slow_clients(run: Run, rows: list[dict], axes, entry: ScenarioSpec) -> None:
     """Ten thousand slow clients: latency from the intended send time, what a
     message costs the server, and how much of the offered load was answered."""
     latency, cost, answered = axes
@@ -620,9 +644,9 @@ def chart_c10k(run: Run, rows: list[dict], axes) -> None:
         row["answered_pct"] = 100 * row["answered_rate"] / row["offered_rate"] \
             if row["answered_rate"] != "" and row["offered_rate"] else ""
     for server in _servers(run, rows):
-        _latency_lines(latency, run, rows, server, "offered_rate")
-        _line(cost, run, rows, server, "offered_rate", "server_cpu_us_per_msg", rings=False)
-        _line(answered, run, rows, server, "offered_rate", "answered_pct")
+        _latency_lines(latency, run, rows, server, entry.x)
+        _line(cost, run, rows, server, entry.x, "server_cpu_us_per_msg", rings=False)
+        _line(answered, run, rows, server, entry.x, "answered_pct")
     latency.set(yscale="log", ylabel="latency (µs)",
                 title="p99 (solid), p50 (dashed)\nfrom the intended send time")
     cost.set(ylabel="server CPU per message (µs)", title="What a message costs the server")
@@ -663,21 +687,12 @@ def chart_micro(run: Run) -> bool:
     return True
 
 
-CHARTS = {
-    "pingpong": chart_pingpong,
-    "rate": chart_rate,
-    "idle": chart_idle,
-    "msgsize": chart_msgsize,
-    "handler": chart_handler,
-    "churn": chart_churn,
-    "c10k": chart_c10k,
-    "cores": chart_cores,
-    "efficiency": chart_efficiency,
-    "micro": chart_micro,
-}
+# Charts of no single scenario's own, drawn after the scenarios'.
+OTHER_CHARTS = {"efficiency": chart_efficiency, "micro": chart_micro}
 
 
 def plot_folder(folder: Path) -> list[str]:
     """Draws every chart the folder has data for; returns their names."""
     run = Run(folder)
-    return [name for name, chart in CHARTS.items() if chart(run)]
+    drawn = [entry.name for entry in SCENARIOS if DRAWINGS[entry.chart](run, entry)]
+    return drawn + [name for name, chart in OTHER_CHARTS.items() if chart(run)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import machine, micro, results, summary
 from .build import UNLIMITED, BuildInfo, Server
 from .execute import Placement, RunError, Timing, descriptor_limit, measure
-from .suite import FD_SETSIZE, Point, Preset, Scenario
+from .suite import FD_SETSIZE, SCENARIOS, Point, Preset, Scenario, spec
 
 
 @dataclass
@@ -142,7 +142,8 @@ class Suite:
         return jobs
 
     def _points(self, scenario: Scenario) -> list[Point]:
-        if scenario.name != "rate" or self.fixed_rates is None:
+        entry = spec(scenario.name)
+        if entry is None or not entry.takes_rates or self.fixed_rates is None:
             return scenario.points
         base = scenario.points[0]
         return [dataclasses.replace(base, rate=r, rate_fraction=None) for r in self.fixed_rates]
@@ -244,7 +245,8 @@ class Suite:
         """The best closed-loop throughput with `wanted` connections."""
         if self.capacity is not None:
             return self.capacity
-        measured = [r for r in self.runs if r["scenario"] == "pingpong" and r["status"] == "ok"
+        sources = {s.name for s in SCENARIOS if s.capacity_source}
+        measured = [r for r in self.runs if r["scenario"] in sources and r["status"] == "ok"
                     and r["connections"] == wanted and r["idle"] == 0]
         if not measured:
             sys.stderr.write(f"\ncalibrating: closed loop with {wanted} connections\n")

@@ -10,32 +10,7 @@ import json
 from pathlib import Path
 
 from .results import read_csv
-
-# (scenario, the column that tells the points apart, its heading, the figures to show)
-TABLES = [
-    ("pingpong", "connections", "connections",
-     [("throughput_msgs", "msg/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
-      ("server_cpu_us_per_msg", "server CPU µs/msg"), ("wakeups_per_msg", "wakeups/msg"),
-      ("syscalls_per_msg", "syscalls/msg"), ("ctl_per_msg", "epoll_ctl/msg"),
-      ("client_util_max", "generator busy")]),
-    ("rate", "offered_rate", "offered msg/s",
-     [("achieved_rate", "achieved msg/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
-      ("p999_us", "p99.9 µs"), ("max_us", "max µs"), ("client_util_max", "generator busy")]),
-    ("idle", "idle", "idle connections",
-     [("throughput_msgs", "msg/s"), ("p99_us", "p99 µs"),
-      ("server_cpu_us_per_msg", "server CPU µs/msg")]),
-    ("msgsize", "msg_size", "message bytes",
-     [("throughput_mbps", "MB/s"), ("throughput_msgs", "msg/s"), ("p99_us", "p99 µs")]),
-    ("handler", "case", "request cost",
-     [("throughput_msgs", "msg/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
-      ("server_cpu_s", "server CPU s")]),
-    ("churn", "connections", "at a time",
-     [("throughput_msgs", "connections/s"), ("p99_us", "p99 µs")]),
-    ("c10k", "offered_rate", "offered msg/s",
-     [("answered_rate", "answered msg/s"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"),
-      ("p999_us", "p99.9 µs"), ("server_cpu_us_per_msg", "server CPU µs/msg"),
-      ("send_lag_p99_us", "generator lag p99 µs"), ("client_util_max", "generator busy")]),
-]
+from .suite import SCENARIOS
 
 
 def _cell(value) -> str:
@@ -74,12 +49,14 @@ def summarise(folder: Path) -> str:
         lines += [f"Open-loop rates derive from a capacity of {suite['capacity_msgs']:,.0f} "
                   "msg/s (the best median closed-loop throughput at the same connection count).",
                   ""]
-    for scenario, key, heading, figures in TABLES:
-        chosen = [r for r in rows if r["scenario"] == scenario]
-        if not chosen:
+    for entry in SCENARIOS:
+        chosen = [r for r in rows if r["scenario"] == entry.name]
+        if entry.table is None or not chosen:
             continue
-        lines += [f"## {scenario}", "",
-                  "| server | " + heading + " | " + " | ".join(f[1] for f in figures) + " |",
+        key, figures = entry.x, entry.table.figures
+        lines += [f"## {entry.name}", "",
+                  "| server | " + entry.table.heading + " | " + " | ".join(f[1] for f in figures)
+                  + " |",
                   "|---|---|" + "---|" * len(figures)]
         for row in sorted(chosen, key=lambda r: (order.get(r["server"], len(order)),
                                                   _sort_key(r[key]))):
