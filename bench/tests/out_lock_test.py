@@ -11,7 +11,6 @@ one stops at once with exit 2 and says why. This test holds the lock itself
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import shutil
@@ -20,13 +19,13 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from server_process import arguments  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-info", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = arguments()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     failures = []
