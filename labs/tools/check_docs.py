@@ -26,8 +26,26 @@ renderers, so readers do not see the marks):
                    not: long builds, servers without a following client, labs/check)
 Commands run from a scratch folder that mirrors the repository, where build/release
 is the build directory under test; each fixed --port N is replaced by a free port.
+
+Files the commands write. The mirror's top-level entries are symbolic links into the
+repository, so a command that wrote to labs/... would write into the repository
+itself. The labs therefore write under "${TMPDIR:-/tmp}" (a reader's checkout stays
+clean too), and this test points TMPDIR at a fresh folder of the scratch folder for
+every Markdown file, so that runs in several build directories at once cannot
+overwrite each other's files. As a guard, every picture a file shows (![..](X))
+must be byte for byte the same after its blocks ran.
+
+Pictures of the loop. Labs PICTURE_LABS each show a committed picture drawn by
+bench/timeline from a trace, and run the command that draws it: their README must
+show a picture (a .png of at most MAX_PICTURE_BYTES) and run a `bench/timeline`
+command. Every `bench/timeline ... -o OUT` in a run block must leave a PNG (or SVG)
+at OUT, deleted before the block runs, so a command that draws nothing fails the
+test even when it exits 0. To refresh the committed pictures, run this with
+--keep-pictures DIR: it copies what each lab's commands drew into DIR/LAB/, and the
+lab's README says which command drew its picture.
 """
 import argparse
+import hashlib
 import os
 import re
 import shlex
@@ -49,6 +67,10 @@ OWNED = ("labs/", "docs/pitfalls.md", "docs/comparison.md", "docs/README.md",
 
 errors = []
 MISTAKES = "docs/instructor/mistakes.md"
+# The labs that show a picture of their loop, drawn by a command the test runs.
+PICTURE_LABS = ("03", "04", "05", "08", "09")
+MAX_PICTURE_BYTES = 150_000
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def fail(where, message):
@@ -109,7 +131,8 @@ class Executables:
             return self.build / word[len("build/release/"):]
         if word in self.servers:
             return self.servers[word]
-        if word in ("labs/check", "labs/tools/client.py", "bench/run", "scripts/ensure-deps"):
+        if word in ("labs/check", "labs/tools/client.py", "bench/run", "bench/timeline",
+                    "scripts/ensure-deps"):
             return self.source / word
         return None
 
@@ -135,9 +158,11 @@ class Executables:
     def all_flags(self):
         flags = set(FOREIGN_FLAGS)
         paths = list(self.servers.values())
-        paths += [self.source / "labs/check", self.source / "labs/tools/client.py"]
-        if (self.source / "bench/run").exists():
-            paths.append(self.source / "bench/run")
+        paths += [self.source / "labs/check", self.source / "labs/tools/client.py",
+                  self.source / "labs/tools/check_docs.py"]
+        for tool in ("bench/run", "bench/timeline"):
+            if (self.source / tool).exists():
+                paths.append(self.source / tool)
         for path in paths:
             flags.update(re.findall(r"--[a-z][a-z0-9-]*", self.help(path)))
         return flags
@@ -198,13 +223,44 @@ def check_command(where, tokens, exes, labs):
                 fail(where, f"{word} has no pitfall '{value}' (it has: {sorted(names)})")
 
 
-class Runner:
-    """Runs the marked blocks of one file in a scratch mirror of the repository."""
+def picture_outputs(command):
+    """The OUT of every `bench/timeline ... -o OUT` (or --out OUT, --out=OUT) in a
+    block, as written (quotes removed, variables not yet expanded)."""
+    outputs = []
+    for line in command.splitlines():
+        for tokens in split_commands(line):
+            while tokens and re.match(r"^[A-Z_]+=", tokens[0]):
+                tokens = tokens[1:]
+            if not tokens or tokens[0] != "bench/timeline":
+                continue
+            for i, token in enumerate(tokens):
+                if token in ("-o", "--out") and i + 1 < len(tokens):
+                    outputs.append(tokens[i + 1])
+                elif token.startswith("--out="):
+                    outputs.append(token[len("--out="):])
+    return outputs
 
-    def __init__(self, source, build, scratch):
+
+def is_picture(path):
+    """A PNG or SVG file with more in it than a header."""
+    if not path.is_file() or path.stat().st_size < 2000:
+        return False
+    head = path.read_bytes()[:400]
+    return head.startswith(b"\x89PNG\r\n\x1a\n") if path.suffix == ".png" else b"<svg" in head
+
+
+class Runner:
+    """Runs the marked blocks of one file in a scratch mirror of the repository,
+    with TMPDIR pointing at a folder of its own."""
+
+    def __init__(self, source, build, scratch, tmp, keep_pictures=None):
+        self.source = source
         self.scratch = scratch
         self.server = None
         self.server_where = None
+        tmp.mkdir(parents=True)
+        self.env = dict(os.environ, TMPDIR=str(tmp))
+        self.keep_pictures = keep_pictures
 
     def stop_server(self):
         if self.server is None:
@@ -224,7 +280,8 @@ class Runner:
         self.stop_server()
         log = open(self.scratch / "server-stderr.txt", "w")
         self.server = subprocess.Popen(["bash", "-c", "exec " + command], cwd=self.scratch,
-                                       stdout=subprocess.PIPE, stderr=log, text=True)
+                                       stdout=subprocess.PIPE, stderr=log, text=True,
+                                       env=self.env)
         self.server_where = where
         deadline = time.monotonic() + 20
         line = ""
@@ -236,17 +293,46 @@ class Runner:
             fail(where, f"server did not print 'listening on': {command}")
             self.stop_server()
 
+    def expand(self, word):
+        """A word of a command as bash expands it in this runner's environment."""
+        # Quoted as the lab quotes it: variables expand, nothing is split.
+        result = subprocess.run(["bash", "-c", f'printf "%s" "{word}"'], cwd=self.scratch,
+                                env=self.env, text=True, capture_output=True)
+        return self.scratch / result.stdout
+
     def run(self, where, command, should_fail):
+        """Runs one block; returns how many pictures it drew."""
+        pictures = [self.expand(out) for out in picture_outputs(command)]
+        for picture in pictures:
+            # Through the mirror's links, a path under labs/ is the repository's file.
+            if picture.resolve().is_relative_to(self.source):
+                fail(where, f"this would draw into the repository ({picture.resolve()}): "
+                            f"write under \"${{TMPDIR:-/tmp}}\"; not run: {command}")
+                return 0
+        for picture in pictures:
+            picture.unlink(missing_ok=True)
         try:
             result = subprocess.run(["bash", "-c", command], cwd=self.scratch, text=True,
-                                    capture_output=True, timeout=120)
+                                    capture_output=True, timeout=120, env=self.env)
         except subprocess.TimeoutExpired:
             fail(where, f"timed out after 120 s: {command}")
-            return
+            return 0
         if should_fail and result.returncode == 0:
             fail(where, f"expected this to fail, it succeeded: {command}")
         if not should_fail and result.returncode != 0:
             fail(where, f"exit {result.returncode}: {command}\n{result.stdout}{result.stderr}")
+            return 0
+        drawn = 0
+        for picture in pictures:
+            if not is_picture(picture):
+                fail(where, f"bench/timeline drew no picture at {picture}: {command}\n"
+                            f"{result.stderr}")
+                continue
+            drawn += 1
+            if self.keep_pictures:
+                self.keep_pictures.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(picture, self.keep_pictures / picture.name)
+        return drawn
 
 
 def check_mistake_rows(rel, prose, tests):
@@ -268,6 +354,26 @@ def check_mistake_rows(rel, prose, tests):
         for name in names:
             if name not in tests:
                 fail(f"{rel}:{number}", f"`{name}`: the listed check does not exist")
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def check_lab_picture(rel, shown, text):
+    """A picture lab shows a committed PNG, small enough for the repository, and
+    names the command that draws it."""
+    pngs = [path for path in shown if path.suffix == ".png"]
+    if not pngs:
+        fail(rel, "this lab shows no picture of its loop (![...](NAME.png))")
+    for path in pngs:
+        if not is_picture(path):
+            fail(rel, f"{path.name} is not a PNG file")
+        elif path.stat().st_size > MAX_PICTURE_BYTES:
+            fail(rel, f"{path.name} has {path.stat().st_size} bytes, more than "
+                      f"{MAX_PICTURE_BYTES}: draw it smaller")
+    if "bench/timeline" not in text:
+        fail(rel, "this lab does not say which bench/timeline command drew its picture")
 
 
 def free_port():
@@ -303,6 +409,9 @@ def main():
     parser.add_argument("--source-dir", required=True, type=Path)
     parser.add_argument("--build-dir", required=True, type=Path)
     parser.add_argument("--no-run", action="store_true", help="check, but run no block")
+    parser.add_argument("--keep-pictures", type=Path, metavar="DIR",
+                        help="copy every picture the run blocks drew to DIR/LAB/ (to refresh "
+                             "the committed ones)")
     parser.add_argument("--skip-dirs", default="",
                         help="top-level folders left out of this build (MUXLAB_SKIP_DIRS, "
                              "';'-separated): commands of their executables are not checked, "
@@ -355,7 +464,18 @@ def main():
         uses_skipped = any(f"build/release/{d}/" in text for d in skipped)
         if uses_skipped:
             print(f"note: {rel}: uses a folder left out of this build, its blocks are not run")
-        runner = Runner(source, build, scratch) if scratch and not uses_skipped else None
+        runner = None
+        if scratch and not uses_skipped:
+            keep = args.keep_pictures / md.parent.name if args.keep_pictures else None
+            runner = Runner(source, build, scratch, scratch / "tmp" / str(checked_files), keep)
+        shown = [(md.parent / target).resolve() for target in IMAGE.findall(prose)
+                 if not re.match(r"^[a-z]+:", target)]
+        before = {path: digest(path) for path in shown}
+        picture_lab = rel.startswith("labs/") and md.name == "README.md" and \
+            md.parent.name[:2] in PICTURE_LABS and md.parent.parent.name == "labs"
+        if picture_lab:
+            check_lab_picture(rel, shown, text)
+        drawn = 0
         ports = {}
         for line_no, lang, marks, body in fenced_blocks(text):
             if lang not in COMMAND_LANGS:
@@ -372,10 +492,17 @@ def main():
             if "server" in marks:
                 runner.start_server(where, command)
             else:
-                runner.run(where, command, "fails" in marks)
+                drawn += runner.run(where, command, "fails" in marks)
             ran += 1
         if runner:
             runner.stop_server()
+            if picture_lab and not drawn:
+                fail(rel, "no run block drew this lab's picture (a ```sh block with "
+                          "bench/timeline ... -o OUT.png)")
+        for path, was in before.items():
+            if digest(path) != was:
+                fail(rel, f"a command of this file changed {os.path.relpath(path, source)}, "
+                          "which the file shows (write under \"${TMPDIR:-/tmp}\" instead)")
 
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
