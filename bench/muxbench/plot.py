@@ -33,9 +33,11 @@ KNOWN_SERVERS = {
     "epoll_et_server": ("#0072B2", "D"),
     "epoll_oneshot_pool": ("#D55E00", "v"),
     "io_uring_server": ("#882255", "p"),
+    "epoll_loop_per_thread": ("#CC79A7", "P"),
 }
-EXTRA_STYLES = [("#CC79A7", "P"), ("#000000", "X"), ("#999999", "*"), ("#8C564B", "h"),
-                ("#F0E442", "<")]
+# Other servers (the library reference rows, a student's): colours no
+# technique above uses, so that no line is mistaken for another.
+EXTRA_STYLES = [("#000000", "X"), ("#777777", "*"), ("#8C564B", "h"), ("#F0E442", "<")]
 # The micro-benchmark's calls, coloured like the server built on each.
 MICRO_CALLS = {
     "select": ("select()", "select_server", "-"),
