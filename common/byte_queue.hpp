@@ -5,11 +5,24 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <utility>
 
 namespace muxlab {
 
 class ByteQueue {
  public:
+  ByteQueue() = default;
+  // A moved-from queue is empty and owns nothing (the defaults would leave
+  // it claiming the capacity it gave away).
+  ByteQueue(ByteQueue&& other) noexcept { *this = std::move(other); }
+  ByteQueue& operator=(ByteQueue&& other) noexcept {
+    data_ = std::move(other.data_);
+    capacity_ = std::exchange(other.capacity_, 0);
+    head_ = std::exchange(other.head_, 0);
+    tail_ = std::exchange(other.tail_, 0);
+    return *this;
+  }
+
   std::size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
   std::size_t capacity() const { return capacity_; }

@@ -127,6 +127,11 @@ struct Client {
   std::map<std::uint32_t, ByteQueue> sends;
   std::uint32_t next_send = 0;
   ByteQueue outbox;
+  // The memory of the last finished send, kept for the next one: without it
+  // every send would allocate its queue and free it on completion, and at
+  // 64 KiB messages malloc hands the heap top back to the kernel and takes
+  // it again each time (a brk() pair per message).
+  ByteQueue spare;
   std::deque<Held> held;
   bool receiving = false;       // the multishot receive is armed (no final CQE yet)
   bool recv_cancelled = false;  // a cancel for it is on its way
@@ -485,7 +490,7 @@ class IoUringServer {
     // the newer may go first, or the older completes short and its rest
     // follows the newer.
     const std::uint32_t sequence = client.next_send++ & 0xff'ffffu;
-    ByteQueue& bytes = client.sends[sequence];
+    ByteQueue& bytes = client.sends.emplace(sequence, std::move(client.spare)).first->second;
     std::swap(bytes, client.outbox);
     submit_send(fd, sequence, bytes);
     sends_in_flight_peak_ = std::max<std::uint64_t>(sends_in_flight_peak_, client.sends.size());
@@ -521,6 +526,7 @@ class IoUringServer {
     if (!client.failed && !client.closing && !bytes.empty()) {
       submit_send(fd, sequence, bytes);
     } else {
+      if (bytes.empty()) client.spare = std::move(bytes);
       client.sends.erase(in_flight);
     }
     settle(fd, client);

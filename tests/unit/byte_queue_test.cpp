@@ -52,5 +52,24 @@ TEST(ByteQueue, ConsumeMoreThanHeldEmptiesIt) {
   EXPECT_EQ(contents(q), "de");
 }
 
+// io_uring_server hands a finished send's queue on to the next send: the
+// queue left behind must be empty and safe to fill again.
+TEST(ByteQueue, AMovedFromQueueIsEmptyAndCanBeFilledAgain) {
+  ByteQueue first;
+  push(first, std::string(20000, 'a'));
+  ByteQueue second(std::move(first));
+  EXPECT_EQ(contents(second), std::string(20000, 'a'));
+  EXPECT_TRUE(first.empty());
+  EXPECT_EQ(first.capacity(), 0u);
+  push(first, "again");
+  EXPECT_EQ(contents(first), "again");
+  ByteQueue third;
+  third = std::move(second);
+  EXPECT_EQ(second.capacity(), 0u);
+  push(second, "and again");
+  EXPECT_EQ(contents(second), "and again");
+  EXPECT_EQ(third.size(), 20000u);
+}
+
 }  // namespace
 }  // namespace muxlab
