@@ -16,8 +16,8 @@
 //    the server fills (buffer_ring.hpp); the buffer is the server's until it
 //    is given back, and must not be given back while its bytes are unused;
 //  * memory named in an SQE (a send's bytes) must stay put until its CQE; and
-//    at most one send per connection is in flight, because two sends on one
-//    socket may complete partly and out of order;
+//    at most one send per connection is in flight, because the kernel does
+//    not order two sends on one socket (nor the rest of a short one);
 //  * a request refers to its descriptor by number until its CQE: the server
 //    closes a descriptor only after the last CQE of every request on it
 //    (cancelling them first), or a new connection given the same number could
@@ -33,9 +33,9 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <utility>
-#include <vector>
 
 #include <CLI/CLI.hpp>
 

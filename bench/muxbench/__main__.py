@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 from . import summary
-from .build import Server, load_build_info, parse_server
+from .build import BuildInfo, Server, load_build_info, parse_server
 from .execute import Placement
 from .runner import NoiseGuard, Suite
-from .suite import PRESETS, preset
+from .suite import PRESETS, Preset, preset
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 SOURCE_DIR = BENCH_DIR.parent
@@ -206,7 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         lock.close()
 
 
-def _measure(args: argparse.Namespace, chosen, build, servers, out: Path) -> int:
+def _measure(args: argparse.Namespace, chosen: Preset, build: BuildInfo, servers: list[Server],
+             out: Path) -> int:
     rates = [float(r) for r in args.rates.split(",")] if args.rates else None
     placement = Placement.choose(args.server_cpus, args.client_cpus, not args.client_sleeps)
     sys.stderr.write(f"muxbench: {chosen.name} suite, {len(servers)} servers "
